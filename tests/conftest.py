@@ -1,0 +1,14 @@
+"""Shared fixtures. The vLLM engine starts once per test session (start-up takes ~20 s)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Quiet vLLM's per-request logging and never reach for a model hub.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest_plugins = ["tests.engine_fixtures"]

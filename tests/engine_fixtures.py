@@ -1,0 +1,31 @@
+"""The session-wide engine on the tiny random-weight model, with vLLM's step ledger on."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import EngineConfig, StreamEngine
+
+# Small blocks make block-granular effects visible; float32 keeps greedy decoding exact.
+TEST_ENGINE_CONFIG = EngineConfig(
+    model="tiny",
+    dtype="float32",
+    max_model_len=2048,
+    block_size=32,
+    kv_cache_gib=0.25,
+    max_num_batched_tokens=2048,
+    record_steps=True,
+)
+
+
+@pytest.fixture(scope="session")
+async def engine():
+    async with StreamEngine(TEST_ENGINE_CONFIG) as eng:
+        yield eng
+
+
+@pytest.fixture
+async def idle_blocks(engine):
+    """KV blocks in use with no session alive (checked again by leak tests)."""
+    assert engine.live_sessions == 0, "a previous test left a session open"
+    return await engine.wait_for_blocks(0, timeout_s=10)

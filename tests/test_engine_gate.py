@@ -1,0 +1,88 @@
+"""Each gate criterion, the deadline, and late chunks dropped and counted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine import Chunk, ConfigError, Gate
+
+
+async def _answer(session, n=2):
+    return [d async for d in session.generate(max_tokens=n, ignore_eos=True)]
+
+
+async def test_no_gate_waits_for_done(engine):
+    session = engine.open_session(question="q", gate=Gate())
+    await session.append([Chunk(text="one", score=5.0)] * 3)
+    await asyncio.sleep(0.2)
+    assert not session.gate_is_open
+    await session.finish_context()
+    await _answer(session)
+    assert session.stats.gate_reason == "done"
+
+
+async def test_min_chunks_opens_gate_and_drops_late_chunks(engine):
+    session = engine.open_session(question="q", gate=Gate(min_chunks=2))
+    r1 = await session.append([Chunk(text="first")])
+    assert (r1.accepted, r1.dropped) == (1, 0) and not session.gate_is_open
+    await session.append([Chunk(text="second")])
+    assert session.gate_is_open
+    late = await session.append([Chunk(text="late 1"), Chunk(text="late 2")])
+    assert (late.accepted, late.dropped) == (0, 2)
+    await _answer(session)
+    stats = session.stats
+    assert stats.gate_reason == "criteria"
+    assert stats.chunks == 2 and stats.chunks_dropped_late == 2
+    assert "late" not in engine.template.decode(session.prompt_token_ids)
+
+
+async def test_min_score_sums_scores(engine):
+    session = engine.open_session(question="q", gate=Gate(min_score=1.0))
+    await session.append([Chunk(text="a", score=0.4), Chunk(text="b")])  # no score counts 0
+    assert not session.gate_is_open
+    await session.append([Chunk(text="c", score=0.6)])
+    assert session.gate_is_open and session.stats.gate_reason == "criteria"
+    await _answer(session)
+
+
+async def test_all_criteria_must_hold(engine):
+    session = engine.open_session(question="q", gate=Gate(min_chunks=1, min_score=2.0))
+    await session.append([Chunk(text="a", score=1.0)])
+    assert not session.gate_is_open  # min_chunks holds, min_score does not
+    await session.append([Chunk(text="b", score=1.0)])
+    assert session.gate_is_open
+    await _answer(session)
+
+
+async def test_deadline_opens_gate_and_later_chunks_are_dropped(engine):
+    session = engine.open_session(question="q", gate=Gate(min_chunks=10, max_wait_s=0.3))
+    await session.append([Chunk(text="early")])
+    assert not session.gate_is_open
+    deltas = await _answer(session)  # waits for the deadline
+    assert deltas
+    stats = session.stats
+    assert stats.gate_reason == "deadline"
+    assert 0.3 <= stats.t_gate < 5.0
+    assert stats.chunks == 1
+
+
+async def test_deadline_then_append_is_dropped_not_an_error(engine):
+    session = engine.open_session(question="q", gate=Gate(max_wait_s=0.05))
+    await asyncio.sleep(0.2)
+    receipt = await session.append([Chunk(text="too late")])
+    assert receipt.dropped == 1 and session.stats.chunks_dropped_late == 1
+    await session.finish_context()  # allowed: retrieval may end after the deadline
+    await _answer(session)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"min_chunks": 0}, "gate.min_chunks"), ({"max_wait_s": -1}, "gate.max_wait_s"),
+     ({"stable_updates": 0}, "gate.stable_updates")],
+)
+def test_bad_gate_names_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        Gate(**kwargs)
+    assert err.value.field == field

@@ -1,0 +1,68 @@
+"""Overlap is real: vLLM's own per-step counts show what is left to compute after the gate.
+
+The ledger holds `SchedulerOutput.num_scheduled_tokens` for every step of the session's
+request, written by the scheduler in vLLM's engine process; nothing here is the session's
+own arithmetic.
+"""
+
+from __future__ import annotations
+
+import random
+
+from engine import Chunk
+from tests.text import random_text
+
+
+async def test_after_gate_only_last_chunk_and_closing_are_prefilled(engine):
+    rng = random.Random(7)
+    # A system prompt of its own keeps vLLM's prefix cache from serving earlier sessions' blocks.
+    session = engine.open_session(question="how does streaming prefill work?", system="overlap test 1")
+    for i in range(4):
+        await session.append([Chunk(text=random_text(rng, 40, 80), id=f"early-{i}")])
+    await session.wait_prefilled()
+    before_gate = sum(engine.ledger.scheduled_tokens(session.id))
+    prefilled = len(session.prompt_token_ids) - len(engine.template.render("x").closing_ids)
+    # Everything delivered so far was computed by vLLM before the gate.
+    assert before_gate == len(session._tokens) == prefilled
+
+    last = Chunk(text=random_text(rng, 40, 80), id="last")
+    last_len = len(engine.template.chunk_ids(last.text, 5))
+    await session.append([last])  # arrives with the end of retrieval: not yet prefilled
+    await session.finish_context()
+    n_out = 6
+    out = [d async for d in session.generate(max_tokens=n_out, ignore_eos=True)]
+    assert sum(len(d.token_ids) for d in out) == n_out
+
+    steps = engine.ledger.scheduled_tokens(session.id)
+    after_gate = sum(steps) - before_gate
+    closing = len(session.prompt_token_ids) - len(session._tokens)
+    # Prefill after the gate is the last chunk + the closing template; then one token per
+    # decode step for the n_out - 1 tokens after the first (the first comes with the prefill).
+    assert after_gate == last_len + closing + (n_out - 1)
+    stats = session.stats
+    assert stats.tail_tokens <= last_len + closing
+    assert stats.prefilled_before_gate + stats.tail_tokens == len(session.prompt_token_ids)
+
+
+async def test_one_shot_computes_the_whole_prompt(engine):
+    """Baseline for the test above: without streaming, everything is computed after submit."""
+    rng = random.Random(8)
+    prompt = engine.template.encode(random_text(rng, 200, 200))
+    before = {k for k in _all_request_ids(engine)}
+    await engine.complete(prompt_token_ids=prompt, max_tokens=1)
+    new = [k for k in _all_request_ids(engine) if k not in before]
+    assert len(new) == 1
+    assert sum(engine.ledger.scheduled_tokens(new[0])) == len(prompt)
+
+
+def _all_request_ids(engine) -> list[str]:
+    import json
+
+    path = engine.ledger.folder / "steps.jsonl"
+    ids = []
+    for line in path.read_text().splitlines():
+        for rid in json.loads(line)["scheduled"]:
+            ext = rid.rsplit("-", 1)[0]
+            if ext not in ids:
+                ids.append(ext)
+    return ids
