@@ -6,7 +6,8 @@ objects. The streamrag scheduler (engine/vllm_scheduler.py) writes two files her
     status.json   KV blocks in use and live requests, replaced atomically after every
                   schedule step, output update and abort;
     steps.jsonl   (only with EngineConfig.record_steps) one line per schedule step:
-                  {"step": n, "scheduled": {vllm_request_id: tokens scheduled}}.
+                  {"step": n, "scheduled": {vllm_request_id: tokens scheduled}}, and one
+                  line per replace: {"step": n, "replace": id, "keep": k, "cut": c, ...}.
 
 These numbers are vLLM's own record of what it computed: the ground truth for tests of
 overlap, recompute and leaks, independent of the session's arithmetic.
@@ -57,6 +58,10 @@ class SchedulerLedger:
         with self._steps.open("a") as f:
             f.write(json.dumps({"step": self._step, "scheduled": scheduled}) + "\n")
 
+    def append_event(self, event: dict) -> None:
+        with self._steps.open("a") as f:
+            f.write(json.dumps({"step": self._step, **event}) + "\n")
+
     # -- reader side (the process that owns the engine) -----------------------------------
     def read_status(self) -> LedgerStatus | None:
         try:
@@ -70,11 +75,24 @@ class SchedulerLedger:
 
         vLLM suffixes each external request id with "-" and 8 random characters.
         """
-        if not self._steps.exists():
-            return []
         counts: list[int] = []
-        for line in self._steps.read_text().splitlines():
-            for request_id, n in json.loads(line)["scheduled"].items():
-                if request_id.rsplit("-", 1)[0] == external_id:
+        for record in self._records():
+            for request_id, n in record.get("scheduled", {}).items():
+                if _belongs(request_id, external_id):
                     counts.append(n)
         return counts
+
+    def replaces(self, external_id: str) -> list[dict]:
+        """The replaces the scheduler applied to a session's request, in order."""
+        return [r for r in self._records() if "replace" in r and _belongs(r["replace"], external_id)]
+
+    def _records(self) -> list[dict]:
+        if not self._steps.exists():
+            return []
+        return [json.loads(line) for line in self._steps.read_text().splitlines()]
+
+
+def _belongs(vllm_request_id: str, external_id: str) -> bool:
+    # vLLM appends "-" and 8 random characters; a reopened session adds ".rN" before that.
+    base = vllm_request_id.rsplit("-", 1)[0]
+    return base == external_id or base.startswith(external_id + ".r")

@@ -10,7 +10,7 @@ No model hub is reachable, so every model comes from a file already on disk:
 Cache layout (every model folder appears whole or not at all, see `_write_atomically`):
 
     <cache>/models/smollm2-135m-instruct/   config.json, model.safetensors (bf16), tokenizer files
-    <cache>/models/tiny-llama/              same, float32
+    <cache>/models/tiny-llama-v2/           same, float32 (the suffix versions the recipe)
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
-TINY_MODEL_DIR = "tiny-llama"
+# A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
+# build_tiny_model would write different files (v2: tokenizer without the prefix space).
+TINY_MODEL_DIR = "tiny-llama-v2"
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -147,8 +149,11 @@ def build_tiny_model(cache_dir: Path | None = None) -> Path:
 
         # LlamaTokenizer converts a SentencePiece model only via from_pretrained on a folder
         # holding `tokenizer.model`; the constructor's vocab_file path yields a 3-token vocab.
+        # add_prefix_space=False: otherwise each separately encoded piece gains a leading "▁", so
+        # encode(prefix) + encode(content) != encode(prefix + content) at the engine's split points,
+        # unlike SmolLM2's byte-level BPE, which this model stands in for.
         shutil.copyfile(sentencepiece, out / "tokenizer.model")
-        tokenizer = LlamaTokenizer.from_pretrained(out)
+        tokenizer = LlamaTokenizer.from_pretrained(out, add_prefix_space=False)
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
         tokenizer.model_max_length = 4096
         tokenizer.save_pretrained(out, save_jinja_files=False)
@@ -204,6 +209,7 @@ def _write_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared between users
         try:
             tmp.rename(target)
         except OSError:

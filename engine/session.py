@@ -1,20 +1,28 @@
 """`StreamSession`: one question whose context streams in while vLLM prefills it.
 
-A session is one vLLM streaming-input request. Its prompt grows at the end only:
+A session is one vLLM streaming-input request. The prompt it asks for (`_tokens`) is
 
-    sent to vLLM ---------------------------->|  pending  |   (closing at the gate)
-    [ prefix ][ chunk 1 ][ chunk 2 ][ chunk 3 ][ chunk 4  ][ closing ]
-    |<------- acked: vLLM finished these -->|<- in flight ->|
+    [ prefix ][ chunk 1 ][ chunk 2 ] ... [ chunk n ]   (+ closing template at the gate)
 
-At most one piece is in flight: vLLM prefills it and samples one token, which it throws away
-when the next piece arrives (that token's output is our "ack"). Appends that come while a
-piece is in flight wait in `pending` and go out together, so a burst costs one step.
-When the gate opens and `generate()` has given the sampling parameters, what is pending plus
-the closing template goes out as the last piece, and its sampled tokens are the answer.
+and vLLM holds `_vllm_tokens`, what was handed to it so far. At most one piece is in flight:
+vLLM prefills it and samples one token, which it throws away when the next piece comes (that
+token's output is our "ack"). Whatever arrives meanwhile just changes `_tokens`; when the
+ack comes, `_pump` sends the difference in one piece, so a burst of appends costs one step
+and a burst of updates applies only the newest ranking.
+
+The difference is sent one of two ways:
+  - `_tokens` extends `_vllm_tokens`: the new tail is appended (vLLM's own streaming input);
+  - they diverge at token `lcp`: update mode "lcp" sends the new tokens from `lcp` on with a
+    replace marker, and streamrag's scheduler cuts the request back to the block boundary
+    at or below `lcp` (engine/vllm_scheduler.py); update mode "reopen" (the baseline) ends
+    the vLLM request and opens a new one with the whole prompt, leaving reuse to vLLM's
+    prefix cache.
+When the gate opens and `generate()` has the sampling parameters, the difference plus the
+closing template goes out as the last piece, and its sampled tokens are the answer.
 
 Who frees the KV blocks: vLLM does, when the request finishes or is aborted. Every exit
 path here (finished, `abort()`, a cancelled or abandoned `generate()`, engine close) ends
-in `_consumer` being done, which means the vLLM request has finished or been aborted.
+with the current `_consumer` done, which means its vLLM request finished or was aborted.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ContextClosedError, PromptTooLongError, SessionStateError
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
+from engine.session_stats import StatsRecorder
 from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
+from engine.vllm_scheduler import replace_marker
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -40,10 +50,19 @@ if TYPE_CHECKING:
 State = Literal["open", "generating", "finished", "aborted"]
 _END = object()  # end of the answer stream in `_answers`
 
-# Intermediate pieces only need their KV computed; the one token vLLM samples is discarded.
-_PREFILL_PARAMS = SamplingParams(
-    max_tokens=1, temperature=0.0, detokenize=False, output_kind=RequestOutputKind.DELTA
-)
+
+def _prefill_params(extra_args: dict | None = None) -> SamplingParams:
+    # Intermediate pieces only need their KV computed; the one sampled token is discarded.
+    return SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                          output_kind=RequestOutputKind.DELTA, extra_args=extra_args)
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class StreamSession:
@@ -57,43 +76,45 @@ class StreamSession:
         session_id: str,
         gate: Gate,
         max_model_len: int,
+        block_size: int,
+        update_mode: Literal["lcp", "reopen"],
         on_close: Callable[[StreamSession], None],
     ) -> None:
         self.id = session_id
         self.gate = gate
         self._llm = llm
         self._template = template
+        self._prefix = list(rendered.prefix_ids)
         self._closing = list(rendered.closing_ids)
         self._max_model_len = max_model_len
+        self._block_size = block_size
+        self._update_mode = update_mode
         self._on_close = on_close
-        self._t0 = time.monotonic()
+        self._stats = StatsRecorder()
 
-        self._tokens: list[int] = list(rendered.prefix_ids)  # prompt without closing
         self._chunks: list[Chunk] = []
-        self._sent = 0  # tokens handed to vLLM
-        self._inflight = 0  # tokens of the piece vLLM is prefilling now
-        self._acked = 0  # tokens vLLM has finished prefilling
+        self._pieces: list[list[int]] = []  # token ids of each chunk at its position
+        self._tokens: list[int] = list(self._prefix)  # the prompt asked for, without closing
+        self._vllm_tokens: list[int] = []  # what the current vLLM request was given
+        self._computed = 0  # leading tokens of _vllm_tokens vLLM has prefilled
+        self._inflight = False
         self._final_params: SamplingParams | None = None
         self._final_sent = False
+        self._requests = 0  # vLLM requests opened (more than one only in "reopen" mode)
+        self._last_top: tuple[str | None, ...] | None = None
+        self._stable_count = 0
 
         self.state: State = "open"
         self._context_done = False
         self._generate_called = False
-        self._gate_reason: GateReason | None = None
-        self._gate_opened = asyncio.Event()
-        self._prefill_settled = asyncio.Event()
-        self._prefilled_before_gate = 0
-        self._dropped_late = 0
-        self._t_chunks: list[float] = []
-        self._t_gate: float | None = None
-        self._t_first_token: float | None = None
-        self._generated = 0
         self._failure: Exception | None = None
-
+        self._gate_opened = asyncio.Event()
+        self._progress = asyncio.Event()  # set on every ack and on failure
         self._check_fits(len(self._tokens))
-        self._feed: asyncio.Queue[StreamingInput | None] = asyncio.Queue()
         self._answers: asyncio.Queue = asyncio.Queue()
-        self._consumer = asyncio.create_task(self._consume(), name=f"streamrag-{session_id}")
+        self._feed: asyncio.Queue[StreamingInput | None] = asyncio.Queue()
+        self._consumer = self._start_request(self._feed)
+        self._reopening: asyncio.Task | None = None
         self._deadline = None
         if gate.max_wait_s is not None:
             loop = asyncio.get_running_loop()
@@ -103,7 +124,7 @@ class StreamSession:
     # -- public surface -------------------------------------------------------------------
     @property
     def prompt_token_ids(self) -> list[int]:
-        """The prompt decoding starts from: everything accepted plus the closing template."""
+        """The prompt decoding starts from: the current context plus the closing template."""
         return self._tokens + self._closing
 
     @property
@@ -116,22 +137,7 @@ class StreamSession:
 
     @property
     def stats(self) -> SessionStats:
-        return SessionStats(
-            prompt_tokens=len(self.prompt_token_ids),
-            prefilled_before_gate=self._prefilled_before_gate,
-            tail_tokens=(len(self.prompt_token_ids) - self._prefilled_before_gate)
-            if self.gate_is_open else 0,
-            reused_tokens=0,
-            recomputed_tokens=0,
-            invalidated_tokens=0,
-            chunks=len(self._chunks),
-            chunks_dropped_late=self._dropped_late,
-            gate_reason=self._gate_reason,
-            t_chunks=tuple(self._t_chunks),
-            t_gate=self._t_gate,
-            t_first_token=self._t_first_token,
-            generated_tokens=self._generated,
-        )
+        return self._stats.snapshot(len(self.prompt_token_ids), len(self._chunks), self.gate_is_open)
 
     async def append(self, chunks: list[Chunk]) -> ContextReceipt:
         """Put chunks after the ones already there; they start prefilling at once.
@@ -140,20 +146,43 @@ class StreamSession:
         an error: retrieval may legitimately still be running. After `finish_context()`
         it is an error: the caller said there would be no more.
         """
-        self._check_open("append")
         chunks = list(chunks)
-        if self.gate_is_open:
-            self._dropped_late += len(chunks)
-            return ContextReceipt(0, len(chunks), len(self.prompt_token_ids))
-        pieces = [
-            self._template.chunk_ids(c.text, len(self._chunks) + i + 1) for i, c in enumerate(chunks)
-        ]
+        if (dropped := self._drop_if_late("append", chunks)) is not None:
+            return dropped
+        start = len(self._chunks)
+        pieces = [self._template.chunk_ids(c.text, start + i + 1) for i, c in enumerate(chunks)]
         self._check_fits(len(self._tokens) + sum(map(len, pieces)))
-        now = self._now()
-        for chunk, piece in zip(chunks, pieces):
-            self._chunks.append(chunk)
-            self._tokens.extend(piece)
-            self._t_chunks.append(now)
+        self._chunks += chunks
+        self._pieces += pieces
+        for piece in pieces:
+            self._tokens += piece
+        self._stats.chunks_arrived(len(chunks))
+        self._pump()
+        self._check_criteria()
+        return ContextReceipt(len(chunks), 0, len(self.prompt_token_ids))
+
+    async def update(self, chunks: list[Chunk]) -> ContextReceipt:
+        """Replace the context with a new ranking (the whole current list, best first).
+
+        The prompt is re-rendered; vLLM keeps the KV of the longest common prefix (to the
+        block) and prefills only the rest. Updates that arrive while a piece is prefilling
+        are coalesced: only the newest is sent.
+        """
+        chunks = list(chunks)
+        if (dropped := self._drop_if_late("update", chunks)) is not None:
+            return dropped
+        pieces = [
+            old if i < len(self._chunks) and self._chunks[i].text == c.text
+            else self._template.chunk_ids(c.text, i + 1)
+            for i, (c, old) in enumerate(zip(chunks, self._pieces + [None] * len(chunks)))
+        ]
+        self._check_fits(len(self._prefix) + sum(map(len, pieces)))
+        self._chunks, self._pieces = chunks, pieces
+        self._tokens = self._prefix + [t for piece in pieces for t in piece]
+        top = tuple(c.id for c in chunks[: self.gate.stable_top_k])
+        self._stable_count = self._stable_count + 1 if top == self._last_top else 0
+        self._last_top = top
+        self._stats.update_arrived(len(chunks))
         self._pump()
         self._check_criteria()
         return ContextReceipt(len(chunks), 0, len(self.prompt_token_ids))
@@ -165,10 +194,10 @@ class StreamSession:
         self._open_gate("done")
 
     async def wait_prefilled(self) -> None:
-        """Wait until vLLM has prefilled every accepted chunk (for tests and benchmarks)."""
-        while self._acked < len(self._tokens) and self.state in ("open", "generating"):
-            self._prefill_settled.clear()
-            await self._prefill_settled.wait()
+        """Wait until vLLM has prefilled the whole current context (tests, benchmarks)."""
+        while self.state in ("open", "generating") and self._failure is None and not self._settled():
+            self._progress.clear()
+            await self._progress.wait()
         self._raise_if_failed()
 
     async def generate(
@@ -179,7 +208,11 @@ class StreamSession:
         seed: int | None = None,
         ignore_eos: bool = False,
     ) -> AsyncIterator[Delta]:
-        """Wait for the gate, then stream the answer. Leaving early aborts the session."""
+        """Wait for the gate, then stream the answer. Leaving early aborts the session.
+
+        Use `contextlib.aclosing(session.generate(...))` to abort at once on an early exit;
+        otherwise the event loop's async-generator finalizer does it a moment later.
+        """
         if self._generate_called:
             raise SessionStateError(f"session {self.id}: generate() was already called once")
         if self.state != "open":
@@ -204,9 +237,8 @@ class StreamSession:
                     raise item
                 out = item.outputs[0]
                 ids = tuple(out.token_ids)
-                if ids and self._t_first_token is None:
-                    self._t_first_token = self._now()
-                self._generated += len(ids)
+                if ids:
+                    self._stats.tokens_generated(len(ids))
                 text = detok.push(ids)
                 if out.finish_reason is not None:
                     text += detok.flush()
@@ -223,83 +255,129 @@ class StreamSession:
         if self.state in ("finished", "aborted"):
             return
         self.state = "aborted"
-        self._open_gate_silently()
+        self._gate_opened.set()
+        if self._reopening is not None:
+            self._reopening.cancel()
+            await asyncio.gather(self._reopening, return_exceptions=True)
         self._consumer.cancel()  # vLLM's generate() aborts its request when cancelled
         await asyncio.gather(self._consumer, return_exceptions=True)
         self._close()
 
-    # -- internals ------------------------------------------------------------------------
+    # -- sending pieces -------------------------------------------------------------------
     def _pump(self) -> None:
-        """Send the next piece to vLLM if none is in flight."""
+        """Send vLLM the difference between `_tokens` and what it has, if nothing is in flight."""
         if self._inflight or self._final_sent or self.state in ("finished", "aborted"):
             return
-        piece = self._tokens[self._sent :]
-        if self._final_params is not None:
-            self._final_sent = True
-            self._feed.put_nowait(
-                StreamingInput(TokensPrompt(prompt_token_ids=piece + self._closing), self._final_params)
-            )
-            self._feed.put_nowait(None)  # the input stream ends: this piece is the last
-            self._sent = len(self._tokens)
-        elif piece:
-            self._inflight = len(piece)
-            self._sent += len(piece)
-            self._feed.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=piece), _PREFILL_PARAMS))
+        final = self._final_params is not None
+        target = self.prompt_token_ids if final else self._tokens
+        lcp = common_prefix_len(self._vllm_tokens, target)
+        if lcp == len(self._vllm_tokens) and lcp < len(target):  # a plain append
+            self._send(target[lcp:], self._final_params or _prefill_params(), final)
+            self._vllm_tokens = list(target)
+            return
+        if lcp == len(self._vllm_tokens) == len(target) and not final:
+            return  # vLLM has exactly this already
+        keep = min(lcp, len(target) - 1)  # vLLM must compute at least one token to sample
+        if self._update_mode == "reopen":
+            self._inflight = True
+            self._reopening = asyncio.create_task(self._reopen(list(target), final))
+            return
+        cut = min(keep, self._computed)
+        cut -= cut % self._block_size  # the scheduler's rule: whole blocks only
+        self._stats.replaced(old=len(self._vllm_tokens), new=len(target), kept=cut)
+        params = self._final_params.clone() if final else _prefill_params()
+        params.extra_args = {**(params.extra_args or {}), **replace_marker(keep)}
+        self._send(target[keep:], params, final)
+        self._vllm_tokens = list(target)
+        self._computed = cut
 
-    async def _inputs(self) -> AsyncIterator[StreamingInput]:
-        while (item := await self._feed.get()) is not None:
+    def _send(self, tokens: list[int], params: SamplingParams, final: bool) -> None:
+        self._inflight = not final
+        self._final_sent = final
+        self._feed.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=tokens), params))
+        if final:
+            self._feed.put_nowait(None)  # the input stream ends: this piece is the last
+
+    async def _reopen(self, target: list[int], final: bool) -> None:
+        """Baseline update: end the vLLM request, open one with the whole prompt."""
+        old = self._consumer
+        old.cancel()  # aborts the request; its full blocks stay in vLLM's prefix cache
+        await asyncio.gather(old, return_exceptions=True)
+        self._stats.reopened(old=len(self._vllm_tokens), new=len(target))
+        self._feed = asyncio.Queue()
+        self._consumer = self._start_request(self._feed)
+        self._vllm_tokens, self._computed = [], 0
+        self._send(target, self._final_params or _prefill_params(), final)
+        self._vllm_tokens = list(target)
+        self._reopening = None
+
+    def _start_request(self, feed: asyncio.Queue) -> asyncio.Task:
+        self._requests += 1
+        request_id = self.id if self._requests == 1 else f"{self.id}.r{self._requests}"
+        return asyncio.create_task(self._consume(request_id, feed), name=f"streamrag-{request_id}")
+
+    async def _inputs(self, feed: asyncio.Queue) -> AsyncIterator[StreamingInput]:
+        while (item := await feed.get()) is not None:
             yield item
 
-    async def _consume(self) -> None:
-        """Read vLLM's outputs: acks of prefilled pieces, then the answer's tokens."""
+    async def _consume(self, request_id: str, feed: asyncio.Queue) -> None:
+        """Read one vLLM request's outputs: acks of prefilled pieces, then the answer."""
+        first = True
         try:
-            async for out in self._llm.generate(self._inputs(), _PREFILL_PARAMS, self.id):
+            async for out in self._llm.generate(self._inputs(feed), _prefill_params(), request_id):
+                if first and self._requests > 1:
+                    self._stats.reopen_cached(out.num_cached_tokens or 0)
+                first = False
                 if self._final_sent:
                     self._answers.put_nowait(out)
                     if out.finished:
                         break
                     continue
-                # A piece finished prefilling (vLLM sampled its throw-away token).
-                self._acked += self._inflight
-                self._inflight = 0
-                self._prefill_settled.set()
+                self._computed = len(self._vllm_tokens)  # the piece in flight is prefilled
+                self._inflight = False
+                self._progress.set()
                 self._pump()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # surfaced to whoever waits: generate / wait_prefilled
             self._failure = error
             self._answers.put_nowait(error)
-            self._prefill_settled.set()
-            self._open_gate_silently()
+            self._progress.set()
+            self._gate_opened.set()
             return
         self._answers.put_nowait(_END)
 
+    # -- gate and checks ------------------------------------------------------------------
+    def _settled(self) -> bool:
+        return not self._inflight and self._vllm_tokens == self._tokens and self._computed == len(self._tokens)
+
     def _check_criteria(self) -> None:
         score = sum(c.score or 0.0 for c in self._chunks)
-        reason = self.gate.criteria_reason(len(self._chunks), score, stable_count=0)
+        reason = self.gate.criteria_reason(len(self._chunks), score, self._stable_count)
         if reason is not None:
             self._open_gate(reason)
 
     def _open_gate(self, reason: GateReason) -> None:
         if self.gate_is_open or self.state in ("finished", "aborted"):
             return
-        self._gate_reason = reason
-        self._t_gate = self._now()
-        self._prefilled_before_gate = self._acked
-        self._open_gate_silently()
-
-    def _open_gate_silently(self) -> None:
+        valid = min(self._computed, common_prefix_len(self._vllm_tokens, self._tokens))
+        self._stats.gate_opened(reason, prefilled=valid)
         if self._deadline is not None:
             self._deadline.cancel()
         self._gate_opened.set()
+
+    def _drop_if_late(self, call: str, chunks: list[Chunk]) -> ContextReceipt | None:
+        self._check_open(call)
+        if not self.gate_is_open:
+            return None
+        self._stats.dropped_late(len(chunks))
+        return ContextReceipt(0, len(chunks), len(self.prompt_token_ids))
 
     def _check_open(self, call: str) -> None:
         if self.state in ("finished", "aborted"):
             raise SessionStateError(f"session {self.id} is {self.state}; {call}() needs an open session")
         if self._context_done:
-            raise ContextClosedError(
-                f"session {self.id}: {call}() after finish_context(); context is closed"
-            )
+            raise ContextClosedError(f"session {self.id}: {call}() after finish_context(); context is closed")
 
     def _check_fits(self, num_tokens: int) -> None:
         # The closing template and at least one generated token must still fit.
@@ -310,9 +388,6 @@ class StreamSession:
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise self._failure
-
-    def _now(self) -> float:
-        return time.monotonic() - self._t0
 
     def _close(self) -> None:
         if self._deadline is not None:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 from engine.config import EngineConfig
 from engine.detokenizer import IncrementalDetokenizer
-from engine.errors import PromptTooLongError, SessionStateError
+from engine.errors import ConfigError, PromptTooLongError, SessionStateError
 from engine.gate import Gate
 from engine.ledger import SchedulerLedger
 from engine.models import resolve_model
@@ -104,12 +104,23 @@ class StreamEngine:
 
     # -- sessions -------------------------------------------------------------------------
     def open_session(
-        self, question: str, system: str | None = None, gate: Gate | None = None
+        self,
+        question: str,
+        system: str | None = None,
+        gate: Gate | None = None,
+        update_mode: str | None = None,
     ) -> StreamSession:
-        """Open a session; its fixed prefix (system, question, header) starts prefilling now."""
+        """Open a session; its fixed prefix (system, question, header) starts prefilling now.
+
+        `update_mode` overrides `EngineConfig.update_mode` for this session ("lcp" or the
+        "reopen" baseline), so one engine can compare both.
+        """
         llm = self._require_started()
         if not question or not question.strip():
             raise ValueError("question: empty; a session needs the user's question")
+        update_mode = update_mode or self.config.update_mode
+        if update_mode not in ("lcp", "reopen"):
+            raise ConfigError("update_mode", f"{update_mode!r}: use 'lcp' or 'reopen'")
         session = StreamSession(
             llm=llm,
             template=self.template,
@@ -117,6 +128,8 @@ class StreamEngine:
             session_id=f"sr-{uuid.uuid4().hex[:16]}",
             gate=gate or Gate(),
             max_model_len=self.max_model_len,
+            block_size=self.config.block_size,
+            update_mode=update_mode,
             on_close=lambda s: self._sessions.pop(s.id, None),
         )
         self._sessions[session.id] = session

