@@ -136,6 +136,16 @@ class StreamSession:
         return self._gate_opened.is_set()
 
     @property
+    def opened_at(self) -> float:
+        """`time.monotonic()` when the session opened: the origin of the stats' times."""
+        return self._stats.t0
+
+    async def wait_gate(self) -> GateReason | None:
+        """Wait until the gate opens; return why (None if the session ended first)."""
+        await self._gate_opened.wait()
+        return self._stats.gate_reason
+
+    @property
     def stats(self) -> SessionStats:
         return self._stats.snapshot(len(self.prompt_token_ids), len(self._chunks), self.gate_is_open)
 
@@ -251,17 +261,20 @@ class StreamSession:
                 await self.abort()
 
     async def abort(self) -> None:
-        """End the session now; vLLM frees its KV blocks. Safe to call more than once."""
+        """End the session now; vLLM frees its KV blocks. Safe to call more than once.
+
+        Everything that must happen is done before the first await, so a caller whose own
+        cancellation interrupts the wait (a dropped HTTP stream) still ends the session.
+        """
         if self.state in ("finished", "aborted"):
             return
         self.state = "aborted"
         self._gate_opened.set()
-        if self._reopening is not None:
-            self._reopening.cancel()
-            await asyncio.gather(self._reopening, return_exceptions=True)
-        self._consumer.cancel()  # vLLM's generate() aborts its request when cancelled
-        await asyncio.gather(self._consumer, return_exceptions=True)
         self._close()
+        tasks = [t for t in (self._reopening, self._consumer) if t is not None]
+        for task in tasks:
+            task.cancel()  # vLLM's generate() aborts its request when cancelled
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- sending pieces -------------------------------------------------------------------
     def _pump(self) -> None:

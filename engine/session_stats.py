@@ -19,7 +19,7 @@ class StatsRecorder:
     """
 
     def __init__(self) -> None:
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
         self.reused = self.recomputed = self.invalidated = 0
         self.updates = self.replaces = 0
         self.dropped = 0
@@ -32,7 +32,7 @@ class StatsRecorder:
         self._reopen_pending: tuple[int, int] | None = None
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return time.monotonic() - self.t0
 
     def chunks_arrived(self, n: int) -> None:
         self.t_chunks += [self.now()] * n

@@ -61,7 +61,7 @@ def _all_request_ids(engine) -> list[str]:
     path = engine.ledger.folder / "steps.jsonl"
     ids = []
     for line in path.read_text().splitlines():
-        for rid in json.loads(line)["scheduled"]:
+        for rid in json.loads(line).get("scheduled", {}):
             ext = rid.rsplit("-", 1)[0]
             if ext not in ids:
                 ids.append(ext)

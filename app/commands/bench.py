@@ -1,0 +1,101 @@
+"""`streamrag bench`: replay a crawler- or ANNS-shaped workload against the baselines.
+
+    streamrag bench --workload crawler --quick
+    streamrag bench --workload anns --qps 0.25 0.5 0.75 --queries 30 --out results/bench
+    streamrag bench --workload crawler --trace my-trace.jsonl --server http://127.0.0.1:8000
+
+Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
+plots. See eval/replay.py for what runs and docs/benchmarks.md for measured results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Load levels per workload: light, medium and heavy for this machine at the default scaling
+# (about 20%, 40% and 70% of the prefill capacity of 2 cores on the default model).
+DEFAULT_QPS = {"crawler": (0.25, 0.5, 1.0), "anns": (0.2, 0.4, 0.7)}
+QUICK_QPS = {"crawler": (0.5,), "anns": (0.4,)}
+QUICK_QUERIES = 12
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="replay crawler/ANNS-shaped traces against baselines, with plots",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--workload", required=True, choices=("crawler", "anns"))
+    p.add_argument("--qps", type=float, nargs="+", metavar="Q",
+                   help="Poisson arrival rates, one pass per system each (default: per workload)")
+    p.add_argument("--queries", type=int, default=30, metavar="N", help="queries in the trace (30)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK_QUERIES} queries at one load level: a few minutes on 2 cores")
+    p.add_argument("--trace", type=Path, metavar="FILE", help="replay this JSONL trace instead of generating one")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="seeds the trace and the arrivals")
+    p.add_argument("--systems", nargs="+", choices=("one-shot", "vllm-stream", "streamrag"),
+                   help="a subset of the systems (default: all three)")
+    p.add_argument("--max-tokens", type=int, default=1, help="tokens to generate (1: a TTFT study)")
+    p.add_argument("--size-factor", type=float, help="divide the paper's token counts by this")
+    p.add_argument("--time-factor", type=float, help="multiply the paper's gaps and durations by this")
+    p.add_argument("--model", default="default", help='"default", "tiny" or a model folder')
+    p.add_argument("--block-size", type=int, default=64, help="KV block size (multiple of 32)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=4096)
+    p.add_argument("--kv-cache-gib", type=float, default=2.0)
+    p.add_argument("--max-model-len", type=int, default=8192, help="SmolLM2 supports 8192")
+    p.add_argument("--server", metavar="URL", help="replay against a streamrag server instead of in-process")
+    p.add_argument("--api-key", help="bearer token for --server")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_bench(args))
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    from engine import EngineConfig, StreamEngine
+    from eval.plots import plot_report
+    from eval.remote import RemoteEngine
+    from eval.replay import replay
+    from eval.report import build_report, format_table, write_report
+    from eval.systems import SYSTEMS
+    from eval.trace import read_trace, write_trace
+    from eval.workloads import Scaling, generate
+
+    queries = QUICK_QUERIES if args.quick and args.queries == 30 else args.queries
+    qps = args.qps or (QUICK_QPS if args.quick else DEFAULT_QPS)[args.workload]
+    if args.trace:
+        trace = read_trace(args.trace).head(queries)
+    else:
+        base = Scaling.default(args.workload)
+        scaling = Scaling(args.size_factor or base.size_factor, args.time_factor or base.time_factor,
+                          base.max_context_tokens)
+        trace = generate(args.workload, queries, args.seed, scaling)
+    trace.meta.setdefault("workload", args.workload)
+    out = args.out
+    write_trace(trace, out / f"{args.workload}-trace.jsonl")
+    if args.server:
+        engine = RemoteEngine(args.server, args.model, api_key=args.api_key)
+    else:
+        engine = StreamEngine(EngineConfig(
+            model=args.model, max_model_len=args.max_model_len,
+            block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
+            max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True,
+        ))
+    print(f"bench {args.workload}: {len(trace.queries)} queries at {', '.join(f'{q:g}' for q in qps)} QPS; "
+          f"starting the engine ...", file=sys.stderr, flush=True)
+    async with engine:
+        result = await replay(engine, trace, list(qps), tuple(args.systems or SYSTEMS),
+                              max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress)
+    report = build_report(result)
+    report["meta"]["command"] = "streamrag bench " + " ".join(sys.argv[2:])
+    print(format_table(report))
+    path = write_report(report, out / f"{args.workload}.json")
+    plots = plot_report(report, out)
+    print(f"\nwrote {path}, {', '.join(str(p) for p in plots)}")
+    failed = sum(s["summary"]["queries"] - s["summary"]["finished"]
+                 for level in report["levels"] for s in level["systems"].values())
+    return 1 if failed else 0

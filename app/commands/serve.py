@@ -1,0 +1,35 @@
+"""`streamrag serve`: the HTTP server (OpenAI-compatible chat, sessions, collections)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the HTTP server (flags override STREAMRAG_* variables)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--model", help='"default", "tiny" or a path to a Hugging Face model folder')
+    p.add_argument("--data-dir", help="where the embedded Qdrant keeps its data")
+    p.add_argument("--qdrant-url", help="a Qdrant server instead of the embedded store")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on every route but /health")
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--no-retrieval", action="store_true", help="do not load the embedder and Qdrant")
+    p.add_argument("--session-ttl-s", type=float)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    overrides = {k: v for k, v in {
+        "host": args.host, "port": args.port, "model": args.model, "data_dir": args.data_dir,
+        "qdrant_url": args.qdrant_url, "api_key": args.api_key, "max_model_len": args.max_model_len,
+        "session_ttl_s": args.session_ttl_s, "retrieval": False if args.no_retrieval else None,
+    }.items() if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0

@@ -1,0 +1,71 @@
+"""`Retrieval`: the app's embedder and Qdrant store, and the context streams built on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.errors import APIError, not_found
+from app.schemas import RetrievalSpec
+from retrievers import (
+    ContextStream,
+    Document,
+    Embedder,
+    EmbedderConfig,
+    FusionRetriever,
+    QdrantStore,
+    data_dir,
+    ingest_documents,
+    qdrant_path,
+    stream_sources,
+)
+
+
+class Retrieval:
+    """Opened in the app's lifespan; `stream()` turns a request's spec into a context stream."""
+
+    def __init__(self, store: QdrantStore, embedder: Embedder) -> None:
+        self.store = store
+        self.embedder = embedder
+
+    @classmethod
+    async def open(cls, qdrant_url: str | None, data: str | None, embedding_model: str | None,
+                   cache: str | None) -> Retrieval:
+        import asyncio
+
+        config = EmbedderConfig(cache_dir=Path(cache) if cache else None)
+        if embedding_model:
+            config = EmbedderConfig(model=embedding_model, cache_dir=config.cache_dir)
+        embedder = await asyncio.to_thread(Embedder.load, config)
+        location = qdrant_url or qdrant_path(Path(data) if data else data_dir())
+        return cls(await QdrantStore.open(location), embedder)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def check_collection(self, name: str, param: str) -> None:
+        if name not in await self.store.collection_names():
+            raise not_found("collection", name, param)
+
+    async def stream(self, spec: RetrievalSpec, question: str) -> ContextStream:
+        """Update mode: fused ranking of the question and its variants, re-emitted as each
+        search returns. Append mode: each query's hits appended as its search returns."""
+        await self.check_collection(spec.collection, "retrieval.collection")
+        if spec.mode == "update":
+            retriever = FusionRetriever(self.store, self.embedder, spec.collection, k=spec.top_k)
+            return retriever.stream(question, spec.queries)
+        queries = list(dict.fromkeys([question, *spec.queries]))
+        vectors = await self.embedder.aembed(queries)
+
+        def search(vector):
+            return lambda: self.store.search(spec.collection, vector, spec.top_k)
+
+        jobs = {f"{spec.collection}: {q}": search(v) for q, v in zip(queries, vectors)}
+        return stream_sources(jobs, mode="append")
+
+    async def add_documents(self, collection: str, documents: list[Document]) -> dict:
+        if not documents:
+            raise APIError(400, "documents: empty", param="documents")
+        report = await ingest_documents(documents, collection=collection, store=self.store,
+                                        embedder=self.embedder, progress=False)
+        return {"collection": collection, "documents": report.documents, "chunks": report.chunks,
+                "embedded": report.embedded, "unchanged": report.unchanged}

@@ -1,0 +1,42 @@
+"""`Settings`: every server option, from flags or `STREAMRAG_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One object for the whole server; `create_app(settings)` takes it, tests build their own.
+
+    model: "default" (SmolLM2-135M-Instruct), "tiny" (the random-weight test model) or a path.
+    data_dir: where the embedded Qdrant lives (None: STREAMRAG_DATA_DIR or ./data).
+    qdrant_url: a Qdrant server instead of the embedded store; ":memory:" for throw-away tests.
+    api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
+    retrieval: load the embedding model and Qdrant (off: chat/completions/sessions only).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMRAG_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str = "default"
+    served_model_name: str | None = None
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    qdrant_url: str | None = None
+    api_key: str | None = None
+    retrieval: bool = True
+    embedding_model: str | None = None
+    session_ttl_s: float = Field(300.0, gt=0)
+    max_model_len: int = Field(8192, ge=64)
+    block_size: int = 128
+    kv_cache_gib: float = Field(2.0, gt=0)
+    max_tokens_default: int = Field(256, ge=1)
+    record_steps: bool = False
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or (
+            "smollm2-135m-instruct" if self.model == "default" else self.model.rstrip("/").split("/")[-1]
+        )

