@@ -7,7 +7,7 @@ STAMP := $(VENV)/.streamrag-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve test bench-micro clean
+.PHONY: install serve demo test bench-micro clean
 
 install: $(STAMP)
 
@@ -25,7 +25,19 @@ $(STAMP): pyproject.toml requirements/engine.txt requirements/models.txt
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-serve: install
+SAMPLE := data/.python-docs-ingested
+
+serve: install $(SAMPLE)
+	$(VENV)/bin/streamrag models prepare
+	$(VENV)/bin/streamrag serve --host 127.0.0.1 --port 8000
+
+# The sample corpus (CPython's language reference), ingested once into the embedded Qdrant.
+$(SAMPLE): $(STAMP)
+	$(VENV)/bin/streamrag corpus python-docs
+	$(VENV)/bin/streamrag ingest data/corpus/python-docs --collection python-docs
+	touch $(SAMPLE)
+
+demo: install
 	$(VENV)/bin/streamrag models prepare
 	$(VENV)/bin/streamrag demo
 
