@@ -11,7 +11,7 @@ from engine.errors import (
 from engine.gate import Gate
 from engine.session import StreamSession
 from engine.stream_engine import StreamEngine
-from engine.types import Chunk, Completion, ContextReceipt, Delta, SessionStats
+from engine.types import Chunk, Completion, ContextReceipt, Delta, PreemptionStats, SessionStats
 
 __all__ = [
     "Chunk",
@@ -22,6 +22,7 @@ __all__ = [
     "Delta",
     "EngineConfig",
     "Gate",
+    "PreemptionStats",
     "PromptTooLongError",
     "SessionStateError",
     "SessionStats",

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.errors import ConfigError
+from engine.policies import POLICY_NAMES
 
-Policy = Literal["vllm"]
+Policy = Literal["vllm", "fcfs", "lcas", "mcps"]
 UpdateMode = Literal["lcp", "reopen"]
 
 
@@ -26,6 +27,10 @@ class EngineConfig:
     enforce_eager: skip graph compilation; cuts start-up from ~75 s to ~20 s on 2 cores.
     record_steps: write vLLM's per-step scheduled-token counts to the scheduler ledger, so
         tests and benchmarks can read what vLLM actually computed.
+    policy: who gets compute and memory first (engine/policies.py): "vllm", "fcfs", "lcas",
+        "mcps". preempt_idle: take KV back from sessions idle between chunks when a ready
+        request lacks blocks (vLLM never does). cost_model: a `streamrag profile` JSON that
+        picks the preemption mode per victim (None: recompute, the only mode on CPU).
     """
 
     model: str = "default"
@@ -39,6 +44,8 @@ class EngineConfig:
     enforce_eager: bool = True
     enable_prefix_caching: bool = True
     policy: Policy = "vllm"
+    preempt_idle: bool = True
+    cost_model: str | None = None
     update_mode: UpdateMode = "lcp"
     record_steps: bool = False
     cache_dir: str | None = None
@@ -68,7 +75,7 @@ class EngineConfig:
             )
         if self.max_num_seqs < 1:
             raise ConfigError("max_num_seqs", f"{self.max_num_seqs} must be >= 1")
-        if self.policy not in ("vllm",):
-            raise ConfigError("policy", f"{self.policy!r} is not a known policy; use 'vllm'")
+        if self.policy not in POLICY_NAMES:
+            raise ConfigError("policy", f"{self.policy!r} is not one of {', '.join(POLICY_NAMES)}")
         if self.update_mode not in ("lcp", "reopen"):
             raise ConfigError("update_mode", f"{self.update_mode!r}: use 'lcp' or 'reopen'")

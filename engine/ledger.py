@@ -5,9 +5,10 @@ objects. The streamrag scheduler (engine/vllm_scheduler.py) writes two files her
 
     status.json   KV blocks in use and live requests, replaced atomically after every
                   schedule step, output update and abort;
-    steps.jsonl   (only with EngineConfig.record_steps) one line per schedule step:
-                  {"step": n, "scheduled": {vllm_request_id: tokens scheduled}}, and one
-                  line per replace: {"step": n, "replace": id, "keep": k, "cut": c, ...}.
+    steps.jsonl   with EngineConfig.record_steps, one line per schedule step:
+                  {"step": n, "scheduled": {vllm_request_id: tokens}, "schedule_us": t};
+                  always, one line per scheduler event: {"replace": id, "keep": k, ...},
+                  {"preempt": id, "mode": m, "tokens": n, ...}, {"resume": id, ...}.
 
 These numbers are vLLM's own record of what it computed: the ground truth for tests of
 overlap, recompute and leaks, independent of the session's arithmetic.
@@ -51,12 +52,12 @@ class SchedulerLedger:
         )
         os.replace(tmp, self._status)  # readers never see a half-written file
 
-    def append_step(self, scheduled: dict[str, int]) -> None:
+    def append_step(self, scheduled: dict[str, int], **fields) -> None:
         self._step += 1
         if not scheduled:
             return
         with self._steps.open("a") as f:
-            f.write(json.dumps({"step": self._step, "scheduled": scheduled}) + "\n")
+            f.write(json.dumps({"step": self._step, "scheduled": scheduled, **fields}) + "\n")
 
     def append_event(self, event: dict) -> None:
         with self._steps.open("a") as f:
@@ -84,7 +85,16 @@ class SchedulerLedger:
 
     def replaces(self, external_id: str) -> list[dict]:
         """The replaces the scheduler applied to a session's request, in order."""
-        return [r for r in self._records() if "replace" in r and _belongs(r["replace"], external_id)]
+        return self.events("replace", external_id)
+
+    def events(self, kind: str, external_id: str | None = None) -> list[dict]:
+        """Scheduler events of one kind ("replace", "preempt", "resume"), optionally of one session."""
+        return [r for r in self._records()
+                if kind in r and (external_id is None or _belongs(r[kind], external_id))]
+
+    def step_records(self) -> list[dict]:
+        """Every recorded schedule step (with `schedule_us` and `waiting` at that step)."""
+        return [r for r in self._records() if "scheduled" in r]
 
     def _records(self) -> list[dict]:
         if not self._steps.exists():

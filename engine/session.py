@@ -42,7 +42,7 @@ from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_stats import StatsRecorder
 from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
-from engine.vllm_scheduler import replace_marker
+from engine.vllm_scheduler import final_marker, replace_marker
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -239,7 +239,7 @@ class StreamSession:
             self._final_params = SamplingParams(
                 max_tokens=min(max_tokens, budget), temperature=temperature, top_p=top_p,
                 seed=seed, ignore_eos=ignore_eos, detokenize=False,
-                output_kind=RequestOutputKind.DELTA,
+                output_kind=RequestOutputKind.DELTA, extra_args=final_marker(),
             )
             self._pump()
             while (item := await self._answers.get()) is not _END:

@@ -28,7 +28,7 @@ from engine.ledger import SchedulerLedger
 from engine.models import resolve_model
 from engine.prompt import PromptTemplate
 from engine.session import StreamSession
-from engine.types import Completion, Delta
+from engine.types import Completion, Delta, PreemptionStats
 
 
 class StreamEngine:
@@ -84,7 +84,9 @@ class StreamEngine:
             enable_prefix_caching=cfg.enable_prefix_caching,
             scheduler_cls=SCHEDULER_CLS,
             additional_config={
-                CONFIG_KEY: {"ledger_dir": self._ledger_dir, "record_steps": cfg.record_steps}
+                CONFIG_KEY: {"ledger_dir": self._ledger_dir, "record_steps": cfg.record_steps,
+                             "policy": cfg.policy, "preempt_idle": cfg.preempt_idle,
+                             "cost_model": cfg.cost_model}
             },
             seed=cfg.seed,
             disable_log_stats=True,
@@ -205,6 +207,17 @@ class StreamEngine:
         self._require_started()
         status = self.ledger.read_status()
         return status.blocks_in_use if status else 0
+
+    def preemption_stats(self) -> PreemptionStats:
+        """Preemptions of idle sessions by mode, KV dropped, and time spent preempted."""
+        self._require_started()
+        by_mode: dict[str, int] = {}
+        preempts = self.ledger.events("preempt")
+        for event in preempts:
+            by_mode[event["mode"]] = by_mode.get(event["mode"], 0) + 1
+        resumes = self.ledger.events("resume")
+        return PreemptionStats(by_mode, sum(e["tokens"] for e in preempts), len(resumes),
+                               sum(e["preempted_s"] for e in resumes))
 
     async def wait_for_blocks(self, expected: int, timeout_s: float = 10.0) -> int:
         """Poll `kv_blocks_in_use()` until it equals `expected` or the time is up."""

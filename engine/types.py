@@ -80,3 +80,21 @@ class SessionStats:
         if self.t_gate is None or self.t_first_token is None:
             return None
         return self.t_first_token - self.t_gate
+
+
+@dataclass(frozen=True)
+class PreemptionStats:
+    """Idle-session preemptions so far, from the scheduler's own events.
+
+    tokens_dropped: KV given back; resuming recomputes at most that many (fewer where the
+    prefix cache still had the blocks). seconds_preempted: summed over resumed sessions.
+    """
+
+    by_mode: dict[str, int]
+    tokens_dropped: int
+    resumed: int
+    seconds_preempted: float
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_mode.values())

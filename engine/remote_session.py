@@ -1,0 +1,265 @@
+"""`RemoteSession`: a session whose prompt is prefilled on a vLLM server by prefix warming.
+
+A vLLM server keeps no session between requests; what carries over is its prefix cache (the
+full KV blocks earlier requests computed). So the session turns context into requests:
+
+    warm 1   [prefix.....]                                  max_tokens=1   cached 0
+    warm 2   [prefix.....][chunk 1....][chunk 2..]          max_tokens=1   cached = warm 1, to the block
+    final    [prefix.....][chunk 1....][chunk 2..][3][closing]  streamed   cached = warm 2, to the block
+
+Context arriving while a warm runs only changes the prompt; when the warm returns, one warm
+carries all of it (never more than one in flight per session). At the gate `generate()` waits
+for the warm in flight (its blocks are what the final request reuses), then sends the prompt
+and the closing template as the final request, streamed. The server then computes only the
+tail since the last warm, plus the partial last block every request recomputes.
+
+Every request goes to one replica (`ReplicaSet.pick` of the session id). When it fails because
+the replica is down, the replica is taken out and the request is re-sent whole to the next
+live one: a request always carries the whole prompt so far, and a final that had streamed k
+tokens resumes with prompt + those k tokens and max_tokens - k, so the client sees one answer.
+
+Who frees KV blocks: the server, when a request ends. Between requests a session holds none,
+only prefix-cache entries the server may evict. `abort()` cancels the request in flight, which
+closes its connection; vLLM aborts a request whose client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from engine.detokenizer import IncrementalDetokenizer
+from engine.errors import SessionStateError
+from engine.gate import Gate
+from engine.prompt import PromptTemplate, RenderedPrompt
+from engine.server_client import Step, Usage
+from engine.session import common_prefix_len
+from engine.session_context import SessionContext, State
+from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
+
+if TYPE_CHECKING:
+    from engine.remote_backend import RemoteEngine
+
+_END = object()  # end of the answer stream in `_answers`
+
+
+@dataclass(frozen=True)
+class ServerRequest:
+    """One request a session sent, with the server's own count of prompt tokens it reused."""
+
+    kind: Literal["warm", "final"]
+    replica: str
+    prompt_tokens: int
+    cached_tokens: int | None  # None: the server runs without --enable-prompt-tokens-details
+
+
+class RemoteSession:
+    """Created by `RemoteEngine.open_session`; see the module docstring for the protocol."""
+
+    def __init__(self, engine: RemoteEngine, session_id: str, template: PromptTemplate,
+                 rendered: RenderedPrompt, gate: Gate, max_model_len: int,
+                 on_close: Callable[[RemoteSession], None]) -> None:
+        self.id = session_id
+        self.gate = gate
+        self._engine = engine
+        self._on_close = on_close
+        self._placement = engine.replicas.place(session_id)
+        self._moves_seen = 0
+        self._warmed: list[int] = []  # the prompt of the last request the current replica finished
+        self._warm_task: asyncio.Task | None = None
+        self._final_task: asyncio.Task | None = None
+        self._finalizing = False  # generate() took over: no more warms
+        self._generate_called = False
+        self._failure: Exception | None = None
+        self._progress = asyncio.Event()  # set whenever a warm ends
+        self._answers: asyncio.Queue = asyncio.Queue()
+        self._requests: list[ServerRequest] = []
+        self._ctx = SessionContext(session_id, template, rendered, gate, max_model_len,
+                                   on_change=self._pump, prefilled=self._prefilled)
+        self._pump()
+
+    # -- the session surface (as `StreamSession`) -----------------------------------------
+    @property
+    def state(self) -> State:
+        return self._ctx.state
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self._ctx.prompt_token_ids
+
+    @property
+    def chunks(self) -> tuple[Chunk, ...]:
+        return tuple(self._ctx.chunks)
+
+    @property
+    def gate_is_open(self) -> bool:
+        return self._ctx.gate_is_open
+
+    @property
+    def opened_at(self) -> float:
+        return self._ctx.stats.t0
+
+    @property
+    def stats(self) -> SessionStats:
+        """As `StreamSession.stats`, with reuse from the server's reports: each request after
+        the first counts as a replace whose kept tokens are its `cached_tokens`."""
+        return self._ctx.snapshot()
+
+    @property
+    def replica(self) -> str:
+        """The server this session's requests go to now."""
+        return self._placement.replica
+
+    @property
+    def failovers(self) -> int:
+        return self._placement.moves
+
+    @property
+    def server_requests(self) -> tuple[ServerRequest, ...]:
+        return tuple(self._requests)
+
+    async def wait_gate(self) -> GateReason | None:
+        return await self._ctx.wait_gate()
+
+    async def append(self, chunks: list[Chunk]) -> ContextReceipt:
+        return self._ctx.append(list(chunks))
+
+    async def update(self, chunks: list[Chunk]) -> ContextReceipt:
+        return self._ctx.update(list(chunks))
+
+    async def finish_context(self) -> None:
+        self._ctx.finish()
+
+    async def wait_prefilled(self) -> None:
+        """Wait until the server has warmed the whole current context (tests, benchmarks)."""
+        while (not self._ctx.closed and self._failure is None and not self._finalizing
+               and (self._warm_task is not None or self._warmed != self._ctx.tokens)):
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_if_failed()
+
+    async def generate(self, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                       seed: int | None = None, ignore_eos: bool = False) -> AsyncIterator[Delta]:
+        """Wait for the gate, then stream the answer. Leaving early aborts the session."""
+        if self._generate_called:
+            raise SessionStateError(f"session {self.id}: generate() was already called once")
+        if self.state != "open":
+            raise SessionStateError(f"session {self.id} is {self.state}; open a new session")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
+        self._generate_called = True
+        detok = IncrementalDetokenizer(self._ctx.template.decode)
+        try:
+            await self._ctx.gate_opened.wait()
+            self._raise_if_failed()
+            if self._ctx.closed:
+                raise SessionStateError(f"session {self.id} was {self.state} before it could generate")
+            self._ctx.state = "generating"
+            self._finalizing = True
+            if self._warm_task is not None:  # its blocks are what the final request reuses
+                await asyncio.wait({self._warm_task})
+            self._raise_if_failed()
+            prompt = self._ctx.prompt_token_ids
+            sampling = {"max_tokens": min(max_tokens, self._ctx.max_model_len - len(prompt)),
+                        "temperature": temperature, "top_p": top_p, "seed": seed, "ignore_eos": ignore_eos}
+            self._final_task = asyncio.create_task(self._final(prompt, sampling), name=f"{self.id}.final")
+            while (item := await self._answers.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                if item.token_ids:
+                    self._ctx.stats.tokens_generated(len(item.token_ids))
+                text = detok.push(item.token_ids)
+                if item.finish_reason is not None:
+                    text += detok.flush()
+                if item.token_ids or item.finish_reason is not None:
+                    yield Delta(text=text, token_ids=item.token_ids, finish_reason=item.finish_reason)
+            if self._ctx.close("finished"):
+                self._on_close(self)
+        finally:
+            if self.state != "finished":
+                await self.abort()
+
+    async def abort(self) -> None:
+        """End the session now; the request in flight is cancelled. Safe to call twice.
+
+        Everything that must happen is done before the first await, so a caller whose own
+        cancellation interrupts the wait still ends the session.
+        """
+        if not self._ctx.close("aborted"):
+            return
+        self._on_close(self)
+        self._answers.put_nowait(SessionStateError(f"session {self.id} was aborted"))
+        tasks = [t for t in (self._warm_task, self._final_task) if t is not None]
+        for task in tasks:
+            task.cancel()  # closes the HTTP request; the server aborts it and frees its KV
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- requests -------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Warm the prompt so far, unless a warm is in flight (it re-pumps when it returns)."""
+        if self._warm_task is not None or self._finalizing or self._ctx.closed or self._failure:
+            return
+        if self._ctx.tokens == self._warmed:
+            return
+        target = list(self._ctx.tokens)
+        n = len(self._requests) + 1
+        self._warm_task = asyncio.create_task(self._warm(target, f"{self.id}.w{n}"), name=f"{self.id}.w{n}")
+
+    async def _warm(self, target: list[int], request_id: str) -> None:
+        try:
+            usage = await self._engine.warm(self._placement, target, request_id)
+            self._record("warm", target, usage)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # surfaced to whoever waits: generate / wait_prefilled
+            self._fail(error)
+        finally:
+            self._warm_task = None
+            self._progress.set()
+        self._pump()
+
+    async def _final(self, prompt: list[int], sampling: dict) -> None:
+        try:
+            stream = self._engine.stream_tokens(self._placement, prompt, sampling, f"{self.id}.final")
+            async with aclosing(stream) as items:
+                async for item in items:
+                    if isinstance(item, Usage):
+                        self._record("final", prompt, item)
+                    else:
+                        self._answers.put_nowait(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._answers.put_nowait(error)
+            return
+        self._answers.put_nowait(_END)
+
+    def _record(self, kind: Literal["warm", "final"], prompt: list[int], usage: Usage) -> None:
+        stats = self._ctx.stats
+        if self._placement.moves != self._moves_seen:  # moved: the old replica's cache is gone
+            self._moves_seen = self._placement.moves
+            if self._warmed:
+                stats.replaced(old=len(self._warmed), new=len(self._warmed), kept=0)
+            self._warmed = []
+        if self._warmed and usage.cached_tokens is not None:
+            old, new = len(self._warmed), len(prompt)
+            stats.replaced(old=old, new=new, kept=min(usage.cached_tokens, old, new))
+        self._requests.append(ServerRequest(kind, self._placement.replica, len(prompt), usage.cached_tokens))
+        self._warmed = list(prompt)
+
+    def _prefilled(self) -> int:
+        if self._placement.moves != self._moves_seen:
+            return 0
+        return common_prefix_len(self._warmed, self._ctx.tokens)
+
+    def _fail(self, error: Exception) -> None:
+        self._failure = error
+        self._progress.set()
+        self._ctx.gate_opened.set()  # wakes generate(), which raises the failure
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
