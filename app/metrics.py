@@ -20,6 +20,9 @@ class Metrics:
         self.prefilled_early = Counter("streamrag_tokens_prefilled_before_gate", "Prompt tokens prefilled before the gate", registry=r)
         self.sessions = Gauge("streamrag_active_sessions", "Engine sessions alive now", registry=r)
         self.kv_blocks = Gauge("streamrag_kv_blocks_in_use", "KV blocks vLLM holds now", registry=r)
+        self.preemptions = Gauge("streamrag_preemptions", "Idle sessions preempted so far, by mode", ["mode"], registry=r)
+        self.preempted_tokens = Gauge("streamrag_preempted_tokens", "KV tokens given back by preempted sessions", registry=r)
+        self.preempted_seconds = Gauge("streamrag_preempted_seconds", "Time resumed sessions spent preempted", registry=r)
 
     def observe(self, finish: Finish) -> None:
         s = finish.streamrag
@@ -29,7 +32,12 @@ class Metrics:
         self.recomputed.inc(s.get("recomputed_tokens", 0))
         self.prefilled_early.inc(s.get("prefilled_before_gate", 0))
 
-    def render(self, live_sessions: int, kv_blocks_in_use: int) -> bytes:
+    def render(self, live_sessions: int, kv_blocks_in_use: int, preemption=None) -> bytes:
         self.sessions.set(live_sessions)
         self.kv_blocks.set(kv_blocks_in_use)
+        if preemption is not None:
+            for mode in ("recompute", "swap"):
+                self.preemptions.labels(mode).set(preemption.by_mode.get(mode, 0))
+            self.preempted_tokens.set(preemption.tokens_dropped)
+            self.preempted_seconds.set(preemption.seconds_preempted)
         return generate_latest(self.registry)

@@ -67,3 +67,11 @@ class CostModel:
     def recompute_only(cls) -> CostModel:
         """The model used before any profile exists: recompute, at a nominal linear cost."""
         return cls(Fit(0.0, 1e-3, 0.0, 1, 1 << 20), None)
+
+
+def default_profile_path(model: str, cache_dir: str | Path | None = None) -> Path:
+    """Where `streamrag profile` saves, and the engine looks for, a model's cost profile."""
+    from engine.models import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / "profiles" / f"{Path(model).name or model}.json"

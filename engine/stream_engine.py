@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from engine.config import EngineConfig
+from engine.cost_model import default_profile_path
 from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ConfigError, PromptTooLongError, SessionStateError
 from engine.gate import Gate
@@ -69,6 +70,9 @@ class StreamEngine:
         self.model_path = resolve_model(cfg.model, cfg.cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
         self.template = PromptTemplate(self.tokenizer)
+        cost_model = cfg.cost_model
+        if cost_model is None and default_profile_path(cfg.model, cfg.cache_dir).is_file():
+            cost_model = str(default_profile_path(cfg.model, cfg.cache_dir))  # from `streamrag profile`
         self._ledger_dir = tempfile.mkdtemp(prefix="streamrag-ledger-")
         self.ledger = SchedulerLedger(self._ledger_dir)
         args = AsyncEngineArgs(
@@ -86,7 +90,7 @@ class StreamEngine:
             additional_config={
                 CONFIG_KEY: {"ledger_dir": self._ledger_dir, "record_steps": cfg.record_steps,
                              "policy": cfg.policy, "preempt_idle": cfg.preempt_idle,
-                             "cost_model": cfg.cost_model}
+                             "cost_model": cost_model}
             },
             seed=cfg.seed,
             disable_log_stats=True,

@@ -34,7 +34,9 @@ async def models(request: Request):
 @router.get("/metrics")
 async def metrics(request: Request):
     state = request.app.state
-    body = state.metrics.render(state.engine.live_sessions, state.engine.kv_blocks_in_use())
+    preemption = getattr(state.engine, "preemption_stats", None)
+    body = state.metrics.render(state.engine.live_sessions, state.engine.kv_blocks_in_use(),
+                                preemption() if preemption else None)
     return Response(body, media_type="text/plain; version=0.0.4")
 
 
