@@ -234,6 +234,8 @@ class StreamSession:
         try:
             await self._gate_opened.wait()
             self._raise_if_failed()
+            if self.state != "open":  # aborted while waiting at the gate
+                raise SessionStateError(f"session {self.id} was {self.state} before the gate opened")
             self.state = "generating"
             budget = self._max_model_len - len(self.prompt_token_ids)
             self._final_params = SamplingParams(

@@ -7,7 +7,8 @@ framework, so `import integrations` pays for neither.
 from integrations.client import ChatDelta, EngineClient, Usage
 from integrations.context_feed import ContextFeed, FeedEvent, active_feed, feeding
 from integrations.remote import RemoteEngine, RemoteError, RemoteSession
-from integrations.runner import EngineLoopError, EngineRunner, iterate_blocking
+from integrations.blocking import call_blocking, iterate_blocking
+from integrations.runner import EngineLoopError, EngineRunner
 from integrations.session_handle import SessionHandle
 from integrations.streaming_query import StreamingQuery
 
@@ -25,6 +26,7 @@ __all__ = [
     "StreamingQuery",
     "Usage",
     "active_feed",
+    "call_blocking",
     "feeding",
     "iterate_blocking",
 ]

@@ -153,11 +153,11 @@ class ContextFeed:
             raise self._error
         await self.session.finish_context()
 
-    async def abort(self) -> None:
+    async def discard(self) -> None:
+        """Drop what is still queued (the query is over; retrieval was cancelled)."""
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        await self.session.abort()
 
     # -- pushing --------------------------------------------------------------------------
     def _push(self, op: str, chunks: list[Chunk], source: str) -> None:

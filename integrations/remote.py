@@ -58,8 +58,12 @@ class RemoteEngine:
         """Open the connection pool, check /health and learn the served model."""
         # The client binds to the running loop: create it here, never in __init__.
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
-        await self._request("GET", "/health")
-        models = (await self._request("GET", "/v1/models")).get("data") or [{}]
+        try:
+            await self._request("GET", "/health")
+            models = (await self._request("GET", "/v1/models")).get("data") or [{}]
+        except BaseException:
+            await self.close()
+            raise
         self.model_name = str(models[0].get("id") or self.model_name)
         self.max_model_len = models[0].get("max_model_len")
 
@@ -71,7 +75,8 @@ class RemoteEngine:
     async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None) -> RemoteSession:
         body: dict[str, Any] = {"question": question, "system": system}
         if gate is not None:
-            body["gate"] = {f: getattr(gate, f) for f in ("min_chunks", "min_score", "stable_updates", "max_wait_s")}
+            fields = ("min_chunks", "min_score", "stable_updates", "stable_top_k", "max_wait_s")
+            body["gate"] = {f: getattr(gate, f) for f in fields}
         created = await self._request("POST", "/v1/sessions", json=body)
         return RemoteSession(self, created["id"], gate or Gate())
 
@@ -134,6 +139,7 @@ class RemoteSession:
         self._path = f"/v1/sessions/{session_id}"
         self._stats: SessionStats = stats_from_json({})
         self._prompt_token_ids: list[int] = []
+        self._deleted = False  # after that, stats and prompt token ids are final
 
     @property
     def stats(self) -> SessionStats:
@@ -172,6 +178,7 @@ class RemoteSession:
             # final stats, so whoever sees it can read the session's stats and prompt token ids.
             self.state = "finished"
             await self.refresh()
+            await self._delete()  # the server keeps finished sessions until a TTL; we are done
             if last is not None:
                 yield last
         finally:
@@ -179,7 +186,9 @@ class RemoteSession:
                 await self.abort()
 
     async def refresh(self) -> None:
-        """Fetch state, stats and prompt token ids from the server."""
+        """Fetch state, stats and prompt token ids from the server (final once it is deleted)."""
+        if self._deleted:
+            return
         body = await self._engine._request("GET", self._path)
         self.state = body.get("state", self.state)
         self._stats = stats_from_json(body.get("stats") or {})
@@ -189,6 +198,10 @@ class RemoteSession:
         if self.state in ("finished", "aborted"):
             return
         self.state = "aborted"
+        await self._delete()
+
+    async def _delete(self) -> None:
+        self._deleted = True
         try:
             await self._engine._request("DELETE", self._path)
         except RemoteError as error:

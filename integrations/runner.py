@@ -34,9 +34,9 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from engine import EngineConfig, StreamEngine, StreamRAGError
+from integrations.producer import END, ERROR, ITEM, Producer
 
 T = TypeVar("T")
-_ITEM, _END, _ERROR = "item", "end", "error"
 
 
 class EngineLoopError(StreamRAGError, RuntimeError):
@@ -51,6 +51,7 @@ class EngineRunner:
         self.engine = engine
         self._loop = loop  # None for an attached engine until its first call on a running loop
         self._thread = thread  # set only when this runner owns the loop and the engine
+        self._ready: concurrent.futures.Future | None = None  # the engine's start(), when ours
 
     @classmethod
     def start(cls, config: EngineConfig | None = None) -> EngineRunner:
@@ -58,11 +59,18 @@ class EngineRunner:
         return cls._in_thread(StreamEngine(config), "streamrag-engine")
 
     @classmethod
-    def connect(cls, base_url: str, api_key: str | None = None, timeout_s: float = 300.0) -> EngineRunner:
-        """A client of a running streamrag server, on a background thread (checks /health)."""
+    def connect(cls, base_url: str, api_key: str | None = None, timeout_s: float = 300.0,
+                wait: bool = True) -> EngineRunner:
+        """A client of a running streamrag server, on a background thread.
+
+        `wait`: check /health and read the model now (errors surface here). With False the
+        check runs in the background and the first call waits for it: for lazy clients built
+        inside a running loop, which must not block on a server.
+        """
         from integrations.remote import RemoteEngine
 
-        return cls._in_thread(RemoteEngine(base_url, api_key=api_key, timeout_s=timeout_s), "streamrag-remote")
+        engine = RemoteEngine(base_url, api_key=api_key, timeout_s=timeout_s)
+        return cls._in_thread(engine, "streamrag-remote", wait=wait)
 
     @classmethod
     def attach(cls, engine: Any, loop: asyncio.AbstractEventLoop | None = None) -> EngineRunner:
@@ -76,16 +84,25 @@ class EngineRunner:
         return cls(engine, loop)
 
     @classmethod
-    def _in_thread(cls, engine: Any, name: str) -> EngineRunner:
+    def loop_only(cls, name: str = "streamrag-sync") -> EngineRunner:
+        """No engine, just a private loop on a thread of its own (see integrations/blocking.py)."""
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=_run_forever, args=(loop,), name=name, daemon=True)
         thread.start()
-        runner = cls(engine, loop, thread)
-        try:
-            runner.call_sync(engine.start)
-        except BaseException:
-            runner._stop_loop()
-            raise
+        return cls(None, loop, thread)
+
+    @classmethod
+    def _in_thread(cls, engine: Any, name: str, wait: bool = True) -> EngineRunner:
+        runner = cls.loop_only(name)
+        runner.engine = engine
+        loop = runner._loop
+        runner._ready = asyncio.run_coroutine_threadsafe(engine.start(), loop)
+        if wait:
+            try:
+                runner._ready.result()
+            except BaseException:
+                runner._stop_loop()
+                raise
         return runner
 
     @property
@@ -101,7 +118,11 @@ class EngineRunner:
         if self._thread is None:
             return
         try:
-            self.call_sync(self.engine.close)
+            if self._ready is not None and not self._ready.done():
+                self._ready.cancel()  # still connecting: give up
+            # Not through call_sync: closing must not wait for (or fail with) a start that failed.
+            if self.engine is not None:
+                asyncio.run_coroutine_threadsafe(_call(self.engine.close), self._loop).result(timeout=60)
         finally:
             self._stop_loop()
 
@@ -117,12 +138,12 @@ class EngineRunner:
         if self._here():
             return await fn()
         self._check_reachable()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(fn), self._loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(fn, self._ready), self._loop))
 
     def call_sync(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`await fn()` on the engine's loop, blocking this thread until it is done."""
         self._check_reachable(sync=True)
-        future = asyncio.run_coroutine_threadsafe(_call(fn), self._loop)
+        future = asyncio.run_coroutine_threadsafe(_call(fn, self._ready), self._loop)
         try:
             return future.result()
         except BaseException:
@@ -146,32 +167,41 @@ class EngineRunner:
             except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
                 pass
 
-        future = asyncio.run_coroutine_threadsafe(_produce(fn, post), self._loop)
+        producer = Producer(fn, post, self._ready)
+        future = asyncio.run_coroutine_threadsafe(producer.run(), self._loop)
         try:
-            while (message := await inbox.get())[0] == _ITEM:
+            while (message := await inbox.get())[0] == ITEM:
                 yield message[1]
-            if message[0] == _ERROR:
+            if message[0] == ERROR:
                 raise message[1]
         finally:
-            await _settle(future)
+            if not future.done():
+                self._stop(producer)
+                await asyncio.wait([asyncio.wrap_future(future)], timeout=30)
 
     def stream_sync(self, fn: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
         """Iterate `fn()` on the engine's loop from a plain thread (blocking between items)."""
         self._check_reachable(sync=True)
         inbox: queue.Queue = queue.Queue()
-        future = asyncio.run_coroutine_threadsafe(_produce(fn, lambda k, v=None: inbox.put((k, v))), self._loop)
+        producer = Producer(fn, lambda kind, value=None: inbox.put((kind, value)), self._ready)
+        future = asyncio.run_coroutine_threadsafe(producer.run(), self._loop)
         try:
-            while (message := inbox.get())[0] == _ITEM:
+            while (message := inbox.get())[0] == ITEM:
                 yield message[1]
-            if message[0] == _ERROR:
+            if message[0] == ERROR:
                 raise message[1]
         finally:
             if not future.done():
-                future.cancel()
-            try:
-                future.result(timeout=30)
-            except (concurrent.futures.CancelledError, Exception):
-                pass
+                self._stop(producer)
+                concurrent.futures.wait([future], timeout=30)
+
+    def _stop(self, producer: Producer) -> None:
+        """The consumer left early: stop the producer; waiting on its future then waits for its
+        cleanup (the generator closed on the engine's loop, e.g. a session aborted)."""
+        try:
+            self._loop.call_soon_threadsafe(producer.stop)
+        except RuntimeError:  # the engine's loop is gone, and the producer with it
+            pass
 
     # -- where are we ---------------------------------------------------------------------
     def _here(self) -> bool:
@@ -213,63 +243,12 @@ class EngineRunner:
         self._thread = None
 
 
-def iterate_blocking(fn: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-    """Iterate an async generator from sync code, on a private loop in a helper thread.
-
-    For the sync faces of async pipelines (`invoke`, `stream`, `query`): the pipeline's own tasks
-    run on the private loop and reach the engine through its runner like any other caller.
-    Context variables of the calling thread are carried over, as asyncio does for tasks.
-    """
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=_run_forever, args=(loop,), name="streamrag-sync", daemon=True)
-    thread.start()
-    private = EngineRunner(None, loop, thread)
-    try:
-        yield from private.stream_sync(fn)
-    finally:
-        private._stop_loop()
-
-
-def call_blocking(fn: Callable[[], Awaitable[T]]) -> T:
-    """`await fn()` from sync code, on a private loop in a helper thread (see `iterate_blocking`)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=_run_forever, args=(loop,), name="streamrag-sync", daemon=True)
-    thread.start()
-    private = EngineRunner(None, loop, thread)
-    try:
-        return private.call_sync(fn)
-    finally:
-        private._stop_loop()
-
-
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
     loop.run_forever()
 
 
-async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+async def _call(fn: Callable[[], Awaitable[T]], ready: concurrent.futures.Future | None = None) -> T:
+    if ready is not None:  # a client still connecting in the background: wait for it first
+        await asyncio.wrap_future(ready)
     return await fn()
-
-
-async def _produce(fn: Callable[[], AsyncIterator[Any]], post: Callable[..., None]) -> None:
-    try:
-        async with aclosing(fn()) as items:
-            async for item in items:
-                post(_ITEM, item)
-    except asyncio.CancelledError:
-        post(_END)  # the consumer left; it reads nothing more
-        raise
-    except BaseException as error:  # handed to the consumer, raised there
-        post(_ERROR, error)
-        return
-    post(_END)
-
-
-async def _settle(future: concurrent.futures.Future) -> None:
-    """Cancel a producer the consumer left early and wait until it has cleaned up."""
-    if not future.done():
-        future.cancel()
-    try:
-        await asyncio.wrap_future(future)
-    except (asyncio.CancelledError, concurrent.futures.CancelledError, Exception):
-        pass

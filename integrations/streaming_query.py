@@ -51,7 +51,7 @@ class StreamingQuery(Generic[R]):
         self.session: SessionHandle | None = None
         self.feed: ContextFeed | None = None
         self.retrieved: R | None = None  # what `retrieve` returned, if it finished in time
-        self.token_ids: list[int] = []  # the answer's token ids (in-process; a server sends text)
+        self.token_ids: list[int] = []  # the answer's token ids (empty if a server sends none)
 
     async def run(self, retrieve: Callable[[], Awaitable[R]], **sampling: Any) -> AsyncIterator[Delta]:
         """Retrieve (with the feed active) and stream the answer; `sampling` as for `generate`."""
@@ -80,6 +80,7 @@ class StreamingQuery(Generic[R]):
             if not retrieval.done():
                 retrieval.cancel()  # the gate opened early: what is still coming would be dropped
             await asyncio.gather(retrieval, return_exceptions=True)
+            await feed.discard()
             if retrieval.done() and not retrieval.cancelled() and retrieval.exception() is None:
                 self.retrieved = retrieval.result()
             if not finished:

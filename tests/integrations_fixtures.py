@@ -139,16 +139,18 @@ class LedgerProbe:
     def __init__(self, engine) -> None:
         self.engine = engine
         self.computed_at: dict[float, int] = {}  # retriever delay -> tokens computed at its return
+        self.session = None  # the query's SessionHandle, as the callbacks saw it
 
     def __call__(self, retriever: Any) -> None:
         from integrations import active_feed
 
         feed = active_feed()
         assert feed is not None, "a staggered retriever ran outside a streaming query"
+        self.session = feed.session
         self.computed_at[retriever.stagger.delay] = sum(self.engine.ledger.scheduled_tokens(feed.session.id))
 
 
-async def check_overlap(engine, session, probe: LedgerProbe, question: str, system: str,
+async def check_overlap(engine, probe: LedgerProbe, question: str, system: str,
                         answer_ids: list[int], max_tokens: int) -> float:
     """The acceptance checks of a staggered pipeline run; returns the prefilled fraction.
 
@@ -157,6 +159,7 @@ async def check_overlap(engine, session, probe: LedgerProbe, question: str, syst
     - vLLM computed the final prompt exactly once: the answer call reused what was prefilled;
     - the answer equals, token for token, a one-shot completion of the same final prompt.
     """
+    session = probe.session
     rendered = engine.template.render(question, system)
     prefix, closing = len(rendered.prefix_ids), len(rendered.closing_ids)
     prompt = session.prompt_token_ids
@@ -164,7 +167,6 @@ async def check_overlap(engine, session, probe: LedgerProbe, question: str, syst
     context = len(prompt) - prefix - closing
     last = max(s.delay for s in STAGGERED)
     fraction = (probe.computed_at[last] - prefix) / context
-    print("DEBUG", probe.computed_at, prefix, context, session.stats, getattr(session, "_dbg", None))
     assert fraction >= 0.9, f"only {fraction:.1%} of {context} context tokens were prefilled before the last retriever"
     stats = session.stats
     assert stats.prefilled_before_gate >= probe.computed_at[last]

@@ -64,3 +64,19 @@ def test_config_validation_names_the_field(kwargs, field):
         EngineConfig(**kwargs)
     assert err.value.field == field
     assert field in str(err.value)
+
+
+async def test_abort_while_generate_waits_at_the_gate(engine):
+    import asyncio
+
+    session = engine.open_session(question="q")
+    waiting = asyncio.create_task(_first(session))
+    await asyncio.sleep(0.05)  # generate() now waits at the gate
+    await session.abort()
+    with pytest.raises(SessionStateError, match="aborted"):
+        await asyncio.wait_for(waiting, timeout=10)
+
+
+async def _first(session):
+    async for delta in session.generate(max_tokens=2):
+        return delta

@@ -43,8 +43,8 @@ async def test_staggered_fusion_is_prefilled_before_the_last_retriever(engine, l
     response = await query_engine.aquery(QUESTION)
 
     query = response.metadata["streamrag_query"]
-    print("EVENTS", response.metadata["streamrag_context"])
-    fraction = await check_overlap(engine, query.session, probe, QUESTION, system, query.token_ids, MAX_TOKENS)
+    assert probe.session is query.session
+    fraction = await check_overlap(engine, probe, QUESTION, system, query.token_ids, MAX_TOKENS)
     assert fraction < 1.0  # the slowest retriever did add a passage: its tail was prefilled after it
     assert response.response == engine.template.decode(query.token_ids)
     events = response.metadata["streamrag_context"]

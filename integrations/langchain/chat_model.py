@@ -105,7 +105,9 @@ class StreamRAGChatModel(BaseChatModel):
                 self._client = EngineClient.of(self.engine)
             else:
                 key = self.api_key.get_secret_value() if self.api_key else None
-                self._client = EngineClient(EngineRunner.connect(self.base_url, api_key=key, timeout_s=self.timeout or 300.0))
+                # wait=False: this may run inside the caller's loop, which must not block on a server.
+                runner = EngineRunner.connect(self.base_url, api_key=key, timeout_s=self.timeout or 300.0, wait=False)
+                self._client = EngineClient(runner)
         return self._client
 
     @property

@@ -7,7 +7,8 @@ The retrievers run concurrently (any LangChain retriever; an `EnsembleRetriever`
 streams its sub-retrievers); `StreamRAGCallbackHandler` pushes each one's documents into the
 session as it returns, and vLLM prefills them while the others still run. The answer streams as
 `AIMessageChunk`s once the gate opens (see integrations/streaming_query.py); the last chunk
-carries usage, `finish_reason`, the session's stats and the sources in its response_metadata.
+carries usage, `finish_reason`, the session's stats, the answer's token ids and the sources in its
+response_metadata.
 
 In `astream_events(version="v2")` each context arrival is an `on_custom_event` named
 "streamrag_context" (op, source, chunk ids, accepted, dropped, prompt tokens, time) and the
@@ -36,7 +37,7 @@ from engine import Gate, SessionStats
 from integrations.context_feed import FeedEvent
 from integrations.langchain.callback import StreamRAGCallbackHandler
 from integrations.langchain.chat_model import StreamRAGChatModel
-from integrations.runner import iterate_blocking
+from integrations.blocking import iterate_blocking
 from integrations.streaming_query import StreamingQuery
 
 CONTEXT_EVENT, GATE_EVENT = "streamrag_context", "streamrag_gate"
@@ -109,7 +110,7 @@ class StreamingRAG(RunnableSerializable[Any, AIMessage]):
                                   total_tokens=stats.prompt_tokens + stats.generated_tokens)
             metadata = {"model_name": self.model.model or self.model.client.model_name, "model_provider": "streamrag",
                         "finish_reason": delta.finish_reason, "streamrag": dataclasses.asdict(stats),
-                        "session_id": query.session.id,
+                        "session_id": query.session.id, "token_ids": list(query.token_ids),
                         "sources": [{"id": c.id, "source": c.source, "score": c.score} for c in query.feed.context]}
             yield AIMessageChunk(content=delta.text, usage_metadata=usage, response_metadata=metadata,
                                  chunk_position="last")

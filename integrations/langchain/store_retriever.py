@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from integrations.runner import call_blocking
+from integrations.blocking import call_blocking
 
 
 class StoreRetriever(BaseRetriever):

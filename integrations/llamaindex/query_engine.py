@@ -31,7 +31,7 @@ from engine import Gate
 from integrations.context_feed import Mode
 from integrations.llamaindex.event_handler import StreamRAGEventHandler
 from integrations.llamaindex.llm import StreamRAGLLM
-from integrations.runner import iterate_blocking
+from integrations.blocking import iterate_blocking
 from integrations.streaming_query import StreamingQuery
 
 

@@ -12,7 +12,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from integrations.runner import call_blocking
+from integrations.blocking import call_blocking
 from retrievers.embedder import Embedder
 from retrievers.store import QdrantStore
 
