@@ -1,7 +1,8 @@
 """`create_app(settings)`: the FastAPI app. Heavy objects live on `app.state`, made in lifespan.
 
     app.state.settings    Settings
-    app.state.engine      StreamEngine (vLLM in-process)
+    app.state.engine      StreamEngine (vLLM in-process), or RemoteEngine over vLLM servers
+                          when `settings.vllm_urls` is set
     app.state.retrieval   Retrieval (embedder + Qdrant) or None when retrieval=false
     app.state.sessions    SessionRegistry of the session API (TTL reaper running)
     app.state.metrics     Metrics (its own Prometheus registry)
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from app import errors
 from app.metrics import Metrics
@@ -30,6 +31,17 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+def make_engine(settings: Settings):
+    """The engine the settings ask for: vLLM servers when URLs are given, else in-process."""
+    if settings.vllm_urls:
+        from engine.remote_backend import RemoteEngine
+
+        # The servers' own flags decide block size and max_model_len; the model folder is
+        # still needed here, for the tokenizer and chat template.
+        return RemoteEngine(settings.vllm_urls, model=settings.model, cache_dir=settings.cache_dir)
+    return StreamEngine(engine_config(settings))
+
+
 def create_app(settings: Settings | None = None, engine: StreamEngine | None = None,
                retrieval=None) -> FastAPI:
     """Build the app. `engine` / `retrieval` may be passed in already started (tests share one
@@ -42,7 +54,7 @@ def create_app(settings: Settings | None = None, engine: StreamEngine | None = N
         app.state.metrics = Metrics()
         app.state.sessions = SessionRegistry(settings.session_ttl_s)
         async with AsyncExitStack() as owned:
-            app.state.engine = engine or await owned.enter_async_context(StreamEngine(engine_config(settings)))
+            app.state.engine = engine or await owned.enter_async_context(make_engine(settings))
             app.state.retrieval = retrieval
             if retrieval is None and settings.retrieval:
                 from app.retrieval import Retrieval
@@ -66,13 +78,33 @@ def create_app(settings: Settings | None = None, engine: StreamEngine | None = N
     app.include_router(chat.router)
     app.include_router(sessions.router)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestCounter)
     return app
+
+
+class RequestCounter:
+    """Counts requests by route and status. Plain ASGI on purpose: Starlette's
+    `@app.middleware("http")` pipes every streamed body chunk through an extra memory
+    stream, which costs each SSE token a context switch."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = "500"
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+            if metrics is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                metrics.requests.labels(route, status).inc()

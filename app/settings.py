@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     qdrant_url: a Qdrant server instead of the embedded store; ":memory:" for throw-away tests.
     api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
     retrieval: load the embedding model and Qdrant (off: chat/completions/sessions only).
+    vllm_urls: vLLM OpenAI-compatible servers to use instead of the in-process engine (the
+        remote backend: prefix warming, one replica per session); `model` must name the same
+        model's folder here, for the tokenizer. From the environment: a JSON list.
     """
 
     model_config = SettingsConfigDict(env_prefix="STREAMRAG_", extra="ignore")
@@ -25,6 +28,7 @@ class Settings(BaseSettings):
     data_dir: str | None = None
     cache_dir: str | None = None
     qdrant_url: str | None = None
+    vllm_urls: list[str] = Field(default_factory=list)
     api_key: str | None = None
     retrieval: bool = True
     embedding_model: str | None = None

@@ -9,6 +9,8 @@ from engine.errors import (
     StreamRAGError,
 )
 from engine.gate import Gate
+from engine.remote_backend import RemoteEngine
+from engine.remote_session import RemoteSession
 from engine.session import StreamSession
 from engine.stream_engine import StreamEngine
 from engine.types import Chunk, Completion, ContextReceipt, Delta, PreemptionStats, SessionStats
@@ -24,6 +26,8 @@ __all__ = [
     "Gate",
     "PreemptionStats",
     "PromptTooLongError",
+    "RemoteEngine",
+    "RemoteSession",
     "SessionStateError",
     "SessionStats",
     "StreamEngine",

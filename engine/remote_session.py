@@ -35,13 +35,13 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import SessionStateError
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
-from engine.server_client import Step, Usage
+from engine.server_client import Usage
 from engine.session import common_prefix_len
 from engine.session_context import SessionContext, State
 from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
 
 if TYPE_CHECKING:
-    from engine.remote_backend import RemoteEngine
+    from engine.replica_router import ReplicaRouter
 
 _END = object()  # end of the answer stream in `_answers`
 
@@ -59,20 +59,19 @@ class ServerRequest:
 class RemoteSession:
     """Created by `RemoteEngine.open_session`; see the module docstring for the protocol."""
 
-    def __init__(self, engine: RemoteEngine, session_id: str, template: PromptTemplate,
+    def __init__(self, router: ReplicaRouter, session_id: str, template: PromptTemplate,
                  rendered: RenderedPrompt, gate: Gate, max_model_len: int,
                  on_close: Callable[[RemoteSession], None]) -> None:
         self.id = session_id
         self.gate = gate
-        self._engine = engine
+        self._router = router
         self._on_close = on_close
-        self._placement = engine.replicas.place(session_id)
+        self._placement = router.replicas.place(session_id)
         self._moves_seen = 0
         self._warmed: list[int] = []  # the prompt of the last request the current replica finished
         self._warm_task: asyncio.Task | None = None
         self._final_task: asyncio.Task | None = None
         self._finalizing = False  # generate() took over: no more warms
-        self._generate_called = False
         self._failure: Exception | None = None
         self._progress = asyncio.Event()  # set whenever a warm ends
         self._answers: asyncio.Queue = asyncio.Queue()
@@ -144,13 +143,7 @@ class RemoteSession:
     async def generate(self, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                        seed: int | None = None, ignore_eos: bool = False) -> AsyncIterator[Delta]:
         """Wait for the gate, then stream the answer. Leaving early aborts the session."""
-        if self._generate_called:
-            raise SessionStateError(f"session {self.id}: generate() was already called once")
-        if self.state != "open":
-            raise SessionStateError(f"session {self.id} is {self.state}; open a new session")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
-        self._generate_called = True
+        self._ctx.claim_generate(max_tokens)
         detok = IncrementalDetokenizer(self._ctx.template.decode)
         try:
             await self._ctx.gate_opened.wait()
@@ -210,7 +203,7 @@ class RemoteSession:
 
     async def _warm(self, target: list[int], request_id: str) -> None:
         try:
-            usage = await self._engine.warm(self._placement, target, request_id)
+            usage = await self._router.warm(self._placement, target, request_id)
             self._record("warm", target, usage)
         except asyncio.CancelledError:
             raise
@@ -223,7 +216,7 @@ class RemoteSession:
 
     async def _final(self, prompt: list[int], sampling: dict) -> None:
         try:
-            stream = self._engine.stream_tokens(self._placement, prompt, sampling, f"{self.id}.final")
+            stream = self._router.stream(self._placement, prompt, sampling, f"{self.id}.final")
             async with aclosing(stream) as items:
                 async for item in items:
                     if isinstance(item, Usage):
@@ -247,7 +240,8 @@ class RemoteSession:
         if self._warmed and usage.cached_tokens is not None:
             old, new = len(self._warmed), len(prompt)
             stats.replaced(old=old, new=new, kept=min(usage.cached_tokens, old, new))
-        self._requests.append(ServerRequest(kind, self._placement.replica, len(prompt), usage.cached_tokens))
+        sent = usage.prompt_tokens or len(prompt)  # a resumed final also carried its answer so far
+        self._requests.append(ServerRequest(kind, self._placement.replica, sent, usage.cached_tokens))
         self._warmed = list(prompt)
 
     def _prefilled(self) -> int:

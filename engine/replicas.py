@@ -45,9 +45,7 @@ def _point(key: str) -> int:
 
 def normalize_url(url: str) -> str:
     """`http://host:port` without a trailing slash or `/v1`; raises ConfigError otherwise."""
-    cleaned = url.strip().rstrip("/")
-    if cleaned.endswith("/v1"):
-        cleaned = cleaned[: -len("/v1")]
+    cleaned = url.strip().rstrip("/").removesuffix("/v1")
     if not cleaned.startswith(("http://", "https://")):
         raise ConfigError("vllm_url", f"{url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8001")
     return cleaned

@@ -50,6 +50,7 @@ class SessionContext:
         self._top: tuple[str | None, ...] | None = None
         self._stable = 0  # consecutive updates whose top-k ids did not change
         self.context_done = False
+        self.generate_claimed = False
         self.gate_opened = asyncio.Event()
         self.check_fits(len(self.tokens))
         self._deadline = None
@@ -132,6 +133,16 @@ class SessionContext:
     async def wait_gate(self) -> GateReason | None:
         await self.gate_opened.wait()
         return self.stats.gate_reason
+
+    def claim_generate(self, max_tokens: int) -> None:
+        """The checks `generate()` makes before it may start; it may start once per session."""
+        if self.generate_claimed:
+            raise SessionStateError(f"session {self.id}: generate() was already called once")
+        if self.state != "open":
+            raise SessionStateError(f"session {self.id} is {self.state}; open a new session")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
+        self.generate_claimed = True
 
     def close(self, state: Literal["finished", "aborted"]) -> bool:
         """End the session; True the first time (the caller then releases what it holds)."""

@@ -9,7 +9,8 @@ append: K chunks of ~N tokens arrive every D ms. Systems, one engine, one run:
   floor      everything before the last chunk prefilled ahead (untimed); then the last chunk
              and the closing template are prefilled and one token decoded.
 update: a ranking of K chunks, then U re-rankings every D ms, each keeping a random prefix of
-  the previous one and filling the rest with new chunks. Systems:
+  the previous one (at least i/U of it for the i-th: refinements converge) and filling the
+  rest with new chunks. Systems:
   streamrag  update mode "lcp": vLLM keeps the KV up to the longest common prefix;
   reopen     the baseline: end the vLLM request, reopen with the whole prompt (prefix cache);
   one-shot   the final prompt submitted at once after the last update.
@@ -51,8 +52,9 @@ def rankings(engine, shape: random.Random, text: random.Random, args) -> list[li
     """The update script: `shape` fixes how much each re-ranking keeps, `text` the words."""
     current = [chunk_of(engine, text, args.tokens) for _ in range(args.chunks)]
     script = [current]
-    for _ in range(args.updates):
-        keep = shape.randint(0, args.chunks - 1)
+    for i in range(args.updates):
+        # ANN refinement converges: update i keeps at least i/U of the previous ranking.
+        keep = shape.randint(i * args.chunks // args.updates, args.chunks - 1)
         current = current[:keep] + [chunk_of(engine, text, args.tokens) for _ in range(args.chunks - keep)]
         script.append(current)
     return script

@@ -44,12 +44,14 @@ def build_report(result: BenchResult) -> dict:
                 "vs_one_shot": ratios(base, summaries[p.system]) if base else None,
                 "vs_floor": floor_ratios(list(p.results), floors),
                 "leaked_blocks": p.leaked_blocks,
+                # Other jobs' CPU use during the pass: a high share makes its numbers suspect.
+                "cpu": asdict(p.cpu), "waited_s": p.waited_s, "attempts": p.attempts,
                 "queries": [_record(r) for r in p.results],
             }
         levels.append({"qps": qps, "systems": systems})
     return {
         "meta": result.meta,
-        "floor": {"summary": floor_summary,
+        "floor": {"summary": floor_summary, "cpu": asdict(result.floor_cpu),
                   "queries": [{**_record(r), "full_prefill_s": result.full_prefill_s.get(r.query),
                                "duration_s": result.durations_s.get(r.query)} for r in result.floor]},
         "levels": levels,
@@ -99,11 +101,14 @@ def format_table(report: dict) -> str:
         f"floor TTFT P50 {_ms(fl['ttft_last_p50_s'])} P95 {_ms(fl['ttft_last_p95_s'])}; "
         f"whole-prompt prefill P50 {_ms(fl['full_prefill_p50_s'])} "
         f"= {_pct(fl['prefill_share_of_retrieval_p50'])} of retrieval time (P50); "
-        f"idle one-shot / floor P50 {_x(fl['idle_one_shot_over_floor_p50'])}",
+        f"idle one-shot / floor P50 {_x(fl['idle_one_shot_over_floor_p50'])}; "
+        f"other jobs used {_pct(report['floor']['cpu']['others'])} of the CPU meanwhile",
+        "(others: CPU share other jobs on the machine used during the pass)",
     ]
     head = (f"{'system':<12}| {'TTFT from last event, ms':^26}| {'x one-shot':^17}| "
             f"{'TTFT from start, ms':^26}| {'x one-shot':^17}| {'done, s':>8} {'x':>5} | "
-            f"{'prefilled':>9} {'vLLM':>7} {'reused':>7} {'recomp':>7} {'invalid':>7} | {'P50/floor':>9}")
+            f"{'prefilled':>9} {'vLLM':>7} {'reused':>7} {'recomp':>7} {'invalid':>7} | {'P50/floor':>9} | "
+            f"{'others':>6}")
     for level in report["levels"]:
         lines += ["", f"QPS {level['qps']:g}", head, "-" * len(head)]
         for name, system in level["systems"].items():
@@ -115,7 +120,8 @@ def format_table(report: dict) -> str:
                 + " | " + " ".join(f"{_x(r.get(f'ttft_start_p{p}')):>5}" for p in (50, 95, 99))
                 + f" | {_num(s['completion_s'], 1):>8} {_num(r.get('completion'), 3):>5} | "
                 f"{s['prefilled']:>9} {_num(s['prefilled_vllm'], 0):>7} {s['reused']:>7} "
-                f"{s['recomputed']:>7} {s['invalidated']:>7} | {_x(f['p50_over_floor_p50']):>9}"
+                f"{s['recomputed']:>7} {s['invalidated']:>7} | {_x(f['p50_over_floor_p50']):>9} | "
+                f"{_pct(system['cpu']['others']):>6}"
                 + ("" if s["finished"] == s["queries"] else f"  ({s['queries'] - s['finished']} FAILED)")
             )
     return "\n".join(lines)

@@ -11,4 +11,5 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-pytest_plugins = ["tests.engine_fixtures", "tests.retrievers_fixtures", "tests.app_fixtures", "tests.integrations_fixtures"]
+pytest_plugins = ["tests.engine_fixtures", "tests.retrievers_fixtures", "tests.app_fixtures", "tests.integrations_fixtures",
+                  "tests.remote_fixtures"]

@@ -42,12 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help='"default", "tiny" or a model folder')
     p.add_argument("--block-size", type=int, default=64, help="KV block size (multiple of 32)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
-    p.add_argument("--kv-cache-gib", type=float, default=2.0)
+    p.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV cache size; 1 GiB holds ~23k tokens of SmolLM2")
     p.add_argument("--max-model-len", type=int, default=8192, help="SmolLM2 supports 8192")
     p.add_argument("--server", metavar="URL", help="replay against a streamrag server instead of in-process")
     p.add_argument("--api-key", help="bearer token for --server")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each pass, wait up to S seconds for other jobs to leave the CPU idle")
+    p.add_argument("--max-others", type=float, metavar="SHARE",
+                   help="run a pass again (3 tries) when other jobs took more than this share of the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -93,7 +95,7 @@ async def _bench(args: argparse.Namespace) -> int:
     async with engine:
         result = await replay(engine, trace, list(qps), tuple(args.systems or SYSTEMS),
                               max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress,
-                              quiet_timeout_s=args.wait_quiet)
+                              quiet_timeout_s=args.wait_quiet, max_others=args.max_others)
     report = build_report(result)
     report["meta"]["command"] = "streamrag bench " + " ".join(sys.argv[2:])
     print(format_table(report))

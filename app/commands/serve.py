@@ -12,6 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help='"default", "tiny" or a path to a Hugging Face model folder')
     p.add_argument("--data-dir", help="where the embedded Qdrant keeps its data")
     p.add_argument("--qdrant-url", help="a Qdrant server instead of the embedded store")
+    p.add_argument("--vllm-url", action="append", dest="vllm_urls", metavar="URL",
+                   help="a vLLM server to use instead of the in-process engine (repeat for replicas)")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on every route but /health")
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--no-retrieval", action="store_true", help="do not load the embedder and Qdrant")
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "host": args.host, "port": args.port, "model": args.model, "data_dir": args.data_dir,
         "qdrant_url": args.qdrant_url, "api_key": args.api_key, "max_model_len": args.max_model_len,
-        "session_ttl_s": args.session_ttl_s, "retrieval": False if args.no_retrieval else None,
+        "session_ttl_s": args.session_ttl_s, "vllm_urls": args.vllm_urls,
+        "retrieval": False if args.no_retrieval else None,
     }.items() if v is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

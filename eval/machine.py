@@ -1,0 +1,76 @@
+"""`CpuMeter`: how much of the machine's CPU a replay pass got, and how much others took.
+
+On a 2-core machine shared with other jobs, a pass that ran while someone else's tests ran
+is slower for reasons that have nothing to do with the system measured. Each pass therefore
+records the CPU time of this process and its children (vLLM's engine core and worker) and the
+machine's total busy time over the same wall time:
+
+    ours   = CPU seconds of our process tree / (wall seconds x cores)
+    others = (busy CPU seconds of the machine - ours) / (wall seconds x cores)
+
+`wait_for_quiet` holds a pass back (bounded) until other jobs leave the CPU mostly idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    wall_s: float
+    ours: float  # share of all cores' time used by this process tree
+    others: float  # share used by everything else on the machine
+
+
+def _busy_s() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _ours_s(process: psutil.Process) -> float:
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass  # a child that ended counts no more; its time is in the machine's busy total
+    return total
+
+
+class CpuMeter:
+    """`start()` then `stop()` -> CpuShare over the interval."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process(os.getpid())
+        self._cores = psutil.cpu_count() or 1
+        self._t = self._busy = self._ours = 0.0
+
+    def start(self) -> None:
+        self._t, self._busy, self._ours = time.perf_counter(), _busy_s(), _ours_s(self._process)
+
+    def stop(self) -> CpuShare:
+        wall = time.perf_counter() - self._t
+        capacity = max(1e-9, wall * self._cores)
+        ours = max(0.0, _ours_s(self._process) - self._ours)
+        busy = max(0.0, _busy_s() - self._busy)
+        return CpuShare(round(wall, 2), round(ours / capacity, 3), round(max(0.0, busy - ours) / capacity, 3))
+
+
+async def wait_for_quiet(max_others: float = 0.15, window_s: float = 3.0, timeout_s: float = 0.0) -> float:
+    """Wait until other jobs used < `max_others` of the CPU over one `window_s` window, for
+    at most `timeout_s` seconds (0: do not wait). Returns the seconds waited."""
+    started = time.perf_counter()
+    meter = CpuMeter()
+    while time.perf_counter() - started < timeout_s:
+        meter.start()
+        await asyncio.sleep(window_s)
+        if meter.stop().others < max_others:
+            break
+    return round(time.perf_counter() - started, 1)
