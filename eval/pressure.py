@@ -16,7 +16,7 @@ Idle sessions hold their blocks, so a ready session can wait for blocks that nev
 token `--timeout` s after its last chunk means "starved"; it is aborted (freeing its blocks)
 and counted at the timeout, so percentiles that reach into starved queries are lower bounds
 (marked ">=") and so are ratios against them. Writes <out>/pressure-<workload>.json and
-<out>/pressure-<workload>-ttft-cdf.png.
+<out>/pressure-<workload>-ttft-cdf.png (summaries, table and plot: eval/pressure_report.py).
 """
 
 from __future__ import annotations
