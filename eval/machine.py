@@ -63,7 +63,7 @@ class CpuMeter:
         return CpuShare(round(wall, 2), round(ours / capacity, 3), round(max(0.0, busy - ours) / capacity, 3))
 
 
-async def wait_for_quiet(max_others: float = 0.15, window_s: float = 3.0, timeout_s: float = 0.0) -> float:
+async def wait_for_quiet(max_others: float = 0.1, window_s: float = 5.0, timeout_s: float = 0.0) -> float:
     """Wait until other jobs used < `max_others` of the CPU over one `window_s` window, for
     at most `timeout_s` seconds (0: do not wait). Returns the seconds waited."""
     started = time.perf_counter()

@@ -43,6 +43,7 @@ def _cdfs(report: dict, path: Path) -> Path:
             if key == "ttft_last_s":
                 _cdf(ax, floor, "floor", COLORS["floor"], "--")
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_ylim(0, 1.02)

@@ -5,7 +5,8 @@
 The run, in order (one engine, one model, one trace for everything):
   1. warm-up: one query through the floor path, discarded;
   2. floor pass, one query at a time on the idle engine: each query's TTFT floor, and the
-     time to prefill its whole final prompt (for the prefill / retrieval-time share);
+     time to prefill its whole final prompt (for the prefill / retrieval-time share), each
+     the fastest of two tries;
   3. for each QPS level, for each system in turn: every query of the trace, arriving as a
      Poisson process at that rate (the same schedule for every system), open loop. A pass
      ends when all its queries finished and vLLM holds no KV block; then the next starts.
@@ -64,13 +65,14 @@ class BenchResult:
 async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[str, ...] = SYSTEMS,
                  max_tokens: int = 1, seed: int = 0, progress: bool = True,
                  quiet_timeout_s: float = 0.0, max_others: float | None = None,
-                 attempts: int = 3) -> BenchResult:
+                 attempts: int = 3, floor_repeats: int = 2) -> BenchResult:
     """Run the floor pass and every (QPS, system) pass; see the module docstring.
 
     On a shared machine: before each pass, wait up to `quiet_timeout_s` for other jobs to
     leave the CPU mostly idle (eval/machine.py); and when `max_others` is given, run a pass
     again (up to `attempts` times in all) while other jobs took more than that share of the
-    CPU during it, keeping the least disturbed attempt.
+    CPU during it, keeping the least disturbed attempt. Each query's floor and idle
+    whole-prompt prefill are the fastest of `floor_repeats` measurements.
     """
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
@@ -91,8 +93,10 @@ async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[s
         await wait_for_quiet(timeout_s=quiet_timeout_s)
         meter.start()
         for q in queries:
-            floors.append(await measure_floor(engine, q, nonces.next()))
-            full[q.id] = await full_prefill(engine, q, nonces.next())
+            # A floor is a lower bound and noise only adds to it: keep the fastest of a few.
+            tries = [await measure_floor(engine, q, nonces.next()) for _ in range(floor_repeats)]
+            floors.append(min(tries, key=lambda r: r.ttft_last_s if r.finished else float("inf")))
+            full[q.id] = min([await full_prefill(engine, q, nonces.next()) for _ in range(floor_repeats)])
             bar.update()
         floor_cpu = meter.stop()
         passes = []
@@ -115,6 +119,7 @@ async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[s
     meta = {
         "trace": trace.meta, "trace_shape": describe(trace), "qps_levels": list(qps_levels),
         "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
+        "floor_repeats": floor_repeats,
         "engine": _engine_meta(engine),
         "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                     "quiet_timeout_s": quiet_timeout_s, "max_others": max_others},

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each pass, wait up to S seconds for other jobs to leave the CPU idle")
     p.add_argument("--max-others", type=float, metavar="SHARE",
-                   help="run a pass again (3 tries) when other jobs took more than this share of the CPU")
+                   help="run a pass again when other jobs took more than this share of the CPU during it")
+    p.add_argument("--attempts", type=int, default=3, help="tries per pass with --max-others (3)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -95,7 +96,8 @@ async def _bench(args: argparse.Namespace) -> int:
     async with engine:
         result = await replay(engine, trace, list(qps), tuple(args.systems or SYSTEMS),
                               max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress,
-                              quiet_timeout_s=args.wait_quiet, max_others=args.max_others)
+                              quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
+                              attempts=args.attempts)
     report = build_report(result)
     report["meta"]["command"] = "streamrag bench " + " ".join(sys.argv[2:])
     print(format_table(report))
