@@ -1,19 +1,29 @@
-"""Replay a trace against the systems, at several load levels, on one engine.
+"""Replay a trace against the systems, at several load levels.
 
     result = await replay(engine, trace, qps_levels=[0.25, 0.5, 1.0])
+    result = await replay({"one-shot": base, "vllm-stream": base, "streamrag": tuned}, trace, ...)
 
-The run, in order (one engine, one model, one trace for everything):
-  1. warm-up: one query through the floor path, discarded;
-  2. floor pass, one query at a time on the idle engine: each query's TTFT floor, and the
-     time to prefill its whole final prompt (for the prefill / retrieval-time share), each
-     the fastest of two tries;
-  3. for each QPS level, for each system in turn: every query of the trace, arriving as a
-     Poisson process at that rate (the same schedule for every system), open loop. A pass
-     ends when all its queries finished and vLLM holds no KV block; then the next starts.
+Engines: one engine for every system, or a mapping system -> engine, so that each system is
+measured under its own scheduling policy (`streamrag bench` runs the baselines on an engine
+with vLLM's own order, policy "vllm", and streamrag on a second one with its policy). All
+engines serve the same model; the baseline engine (the one of "one-shot", else the mapping's
+first) runs the floor pass. Each pass reads the scheduler ledger of the engine it ran on.
+
+The run, in order (one model, one trace for everything):
+  1. warm-up: one query through the floor path on each engine, discarded;
+  2. floor pass on the baseline engine, one query at a time on the idle engine: each query's
+     TTFT floor, and the time to prefill its whole final prompt (for the prefill / retrieval-
+     time share), each the fastest of `floor_repeats` tries;
+  3. for each QPS level, for each system in turn, on that system's engine: every query of the
+     trace, arriving as a Poisson process at that rate (the same schedule for every system),
+     open loop. A pass ends when all its queries finished and vLLM holds no KV block; then
+     the next starts. Only one engine is busy at a time.
 Systems run in separate passes rather than interleaved, so each sees only its own load, and
 with salted system prompts (eval/texts.py), so none reuses another's cached blocks.
 
-`engine` is a started `StreamEngine` (tests hand in theirs) or a `RemoteEngine`.
+An engine is a started `StreamEngine` (tests hand in theirs) or a `RemoteEngine`. The
+metadata records each system's engine (`meta["engines"]`, with its policy) and, as
+`meta["engine"]`, the baseline engine's.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
@@ -31,7 +42,7 @@ from tqdm import tqdm
 from eval.machine import CpuMeter, CpuShare, wait_for_quiet
 from eval.metrics import QueryResult
 from eval.remote import RemoteEngine
-from eval.systems import SYSTEMS, floor, floor_warmed, full_prefill, run_query
+from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
 from eval.texts import materialize
 from eval.trace import Trace
 from eval.workloads import describe
@@ -62,12 +73,13 @@ class BenchResult:
     passes: tuple[PassResult, ...]
 
 
-async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[str, ...] = SYSTEMS,
+async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[str, ...] = SYSTEMS,
                  max_tokens: int = 1, seed: int = 0, progress: bool = True,
                  quiet_timeout_s: float = 0.0, max_others: float | None = None,
                  attempts: int = 3, floor_repeats: int = 2) -> BenchResult:
     """Run the floor pass and every (QPS, system) pass; see the module docstring.
 
+    `engines`: one engine for every system, or a mapping system -> engine covering `systems`.
     On a shared machine: before each pass, wait up to `quiet_timeout_s` for other jobs to
     leave the CPU mostly idle (eval/machine.py); and when `max_others` is given, run a pass
     again (up to `attempts` times in all) while other jobs took more than that share of the
@@ -77,16 +89,19 @@ async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[s
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"systems: {sorted(unknown)} unknown; use some of {', '.join(SYSTEMS)}")
-    remote = isinstance(engine, RemoteEngine)
+    by_system, engine = _engines_by_system(engines, systems)  # engine: the baseline's
+    distinct = list({id(e): e for e in [engine, *by_system.values()]}.values())
     started = time.perf_counter()
     load_before = os.getloadavg()
     queries = materialize(trace, engine.template)
     nonces = _Nonces()
-    measure_floor = floor_warmed if remote else floor
-    ledger = None if remote else _LedgerTail(engine)
+    measure_floor = _floor_path(engine)
+    # Each engine has its own scheduler ledger; a pass reads the one of the engine it ran on.
+    ledgers = {id(e): _LedgerTail(e) for e in distinct if not isinstance(e, RemoteEngine)}
     total = len(queries) * (1 + len(systems) * len(qps_levels))
     with tqdm(total=total, disable=not progress, unit="query", dynamic_ncols=True) as bar:
-        await measure_floor(engine, queries[0], nonces.next())  # warm-up
+        for e in distinct:  # warm-up, so that no engine's first pass pays for its first query
+            await _floor_path(e)(e, queries[0], nonces.next())
         bar.set_description(f"{trace.meta.get('workload', 'trace')} floor")
         floors, full = [], {}
         meter = CpuMeter()
@@ -108,7 +123,9 @@ async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[s
                 best = None
                 for attempt in range(1, attempts + 1):
                     waited = await wait_for_quiet(timeout_s=quiet_timeout_s)
-                    run = await _pass(engine, system, qps, timed, nonces, max_tokens, ledger, bar, waited)
+                    on = by_system[system]
+                    run = await _pass(on, system, qps, timed, nonces, max_tokens, ledgers.get(id(on)), bar,
+                                      waited)
                     run = replace(run, attempts=attempt)
                     if best is None or run.cpu.others < best.cpu.others:
                         best = run
@@ -120,7 +137,8 @@ async def replay(engine, trace: Trace, qps_levels: list[float], systems: tuple[s
         "trace": trace.meta, "trace_shape": describe(trace), "qps_levels": list(qps_levels),
         "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
         "floor_repeats": floor_repeats,
-        "engine": _engine_meta(engine),
+        "engine": _engine_meta(engine),  # the baseline's (floor pass); eval/report.py, plots.py
+        "engines": {system: _engine_meta(by_system[system]) for system in systems},
         "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                     "quiet_timeout_s": quiet_timeout_s, "max_others": max_others},
         "wall_s": round(time.perf_counter() - started, 1),
@@ -186,6 +204,32 @@ class _LedgerTail:
             f.seek(self._offset)
             lines = f.read().decode().splitlines()
         return sum(n for line in lines for n in json.loads(line).get("scheduled", {}).values())
+
+
+def _engines_by_system(engines, systems: tuple[str, ...]) -> tuple[dict, object]:
+    """(system -> engine for every system run, the baseline engine) from one engine or a mapping."""
+    if not isinstance(engines, Mapping):
+        return {system: engines for system in systems}, engines
+    if not engines:
+        raise ValueError("engines: an empty mapping; give one engine or one per system")
+    unknown = set(engines) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"engines: {sorted(unknown)} unknown systems; use some of {', '.join(SYSTEMS)}")
+    missing = [s for s in systems if s not in engines]
+    if missing:
+        raise ValueError(f"engines: no engine for {', '.join(missing)}")
+    base = engines.get(BASELINE, next(iter(engines.values())))
+    by_system = {system: engines[system] for system in systems}
+    probe = base.template.render("probe", "probe").prefix_ids, base.template.encode("Probe of 7 tokens?")
+    for system, e in by_system.items():
+        if (e.template.render("probe", "probe").prefix_ids, e.template.encode("Probe of 7 tokens?")) != probe:
+            raise ValueError(f"engines: {system}'s engine tokenizes differently from the baseline's; "
+                             "every system must run the same model")
+    return by_system, base
+
+
+def _floor_path(engine):
+    return floor_warmed if isinstance(engine, RemoteEngine) else floor
 
 
 def _engine_meta(engine) -> dict:

@@ -103,6 +103,7 @@ def format_table(report: dict) -> str:
         f"= {_pct(fl['prefill_share_of_retrieval_p50'])} of retrieval time (P50); "
         f"idle one-shot / floor P50 {_x(fl['idle_one_shot_over_floor_p50'])}; "
         f"other jobs used {_pct(report['floor']['cpu']['others'])} of the CPU meanwhile",
+        _policies(meta),
         "(others: CPU share other jobs on the machine used during the pass)",
     ]
     head = (f"{'system':<12}| {'TTFT from last event, ms':^26}| {'x one-shot':^17}| "
@@ -125,6 +126,25 @@ def format_table(report: dict) -> str:
                 + ("" if s["finished"] == s["queries"] else f"  ({s['queries'] - s['finished']} FAILED)")
             )
     return "\n".join(lines)
+
+
+def _policies(meta: dict) -> str:
+    """Which scheduling policy each system ran with, e.g. "scheduling: one-shot, vllm-stream:
+    policy vllm; streamrag: policy fcfs". Older reports: meta["engine"] for every system."""
+    engines = meta.get("engines") or {system: meta["engine"] for system in meta["systems"]}
+    groups: list[tuple[dict, list[str]]] = []
+    for system, config in engines.items():
+        group = next((g for g in groups if g[0] == config), None)
+        if group is None:
+            groups.append((config, [system]))
+        else:
+            group[1].append(system)
+
+    def describe(config: dict) -> str:
+        return f"policy {config['policy']}" if "policy" in config else f"server {config.get('server')}"
+
+    return "scheduling: " + "; ".join(
+        f"{', '.join(systems)}: {describe(config)}" for config, systems in groups)
 
 
 def _ms(seconds: float | None) -> str:

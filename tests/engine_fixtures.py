@@ -1,6 +1,9 @@
-"""The session-wide engine on the tiny random-weight model, with vLLM's step ledger on."""
+"""The session-wide engine on the tiny random-weight model, with vLLM's step ledger on; and a
+second one like it with the "fcfs" scheduling policy, started only by the tests that need it."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -21,6 +24,13 @@ TEST_ENGINE_CONFIG = EngineConfig(
 @pytest.fixture(scope="session")
 async def engine():
     async with StreamEngine(TEST_ENGINE_CONFIG) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="session")
+async def fcfs_engine():
+    """`engine`'s settings with policy "fcfs": a system measured under its own policy (~20 s)."""
+    async with StreamEngine(replace(TEST_ENGINE_CONFIG, policy="fcfs")) as eng:
         yield eng
 
 

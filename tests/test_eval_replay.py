@@ -1,7 +1,8 @@
 """A tiny replay of both workload shapes on the session's tiny engine, in seconds.
 
 Checks the report's structure, that every query finished in every system, and that the token
-accounting of each system matches vLLM's own per-step counts (the scheduler ledger).
+accounting of each system matches vLLM's own per-step counts (the scheduler ledger). One
+replay runs streamrag on a second engine with its own scheduling policy.
 """
 
 from __future__ import annotations
@@ -66,6 +67,36 @@ async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
     assert "QPS 8" in format_table(report)
     for png in plot_report(report, tmp_path):
         assert png.stat().st_size > 10_000
+
+
+async def test_replay_with_an_engine_per_system(engine, fcfs_engine, idle_blocks):
+    """The baselines on vLLM's order, streamrag on its own engine under "fcfs"; each pass reads
+    the ledger of the engine it ran on, so every system's accounting matches vLLM's."""
+    trace = generate("anns", queries=4, seed=4, scaling=TINY)
+    engines = {"one-shot": engine, "vllm-stream": engine, "streamrag": fcfs_engine}
+    result = await replay(engines, trace, qps_levels=[8.0], progress=False)
+    report = build_report(result)
+
+    [level] = report["levels"]
+    assert list(level["systems"]) == list(SYSTEMS)
+    for name, system in level["systems"].items():
+        s = system["summary"]
+        assert s["queries"] == s["finished"] == 4, (name, [q["error"] for q in system["queries"]])
+        assert system["leaked_blocks"] == 0
+        assert s["prefilled"] == s["prefilled_vllm"] > 0, name
+    assert level["systems"]["streamrag"]["summary"]["updates"] >= 4
+    meta = report["meta"]
+    assert {name: e["policy"] for name, e in meta["engines"].items()} == {
+        "one-shot": "vllm", "vllm-stream": "vllm", "streamrag": "fcfs"}
+    assert meta["engine"]["policy"] == "vllm"  # the baseline's, which ran the floor pass
+    assert "scheduling: one-shot, vllm-stream: policy vllm; streamrag: policy fcfs" in format_table(report)
+    assert await fcfs_engine.wait_for_blocks(0, timeout_s=10) == 0
+
+
+async def test_replay_rejects_an_incomplete_mapping(engine):
+    trace = generate("crawler", queries=1, seed=1, scaling=TINY)
+    with pytest.raises(ValueError, match="no engine for streamrag"):
+        await replay({"one-shot": engine, "vllm-stream": engine}, trace, qps_levels=[8.0], progress=False)
 
 
 def test_generated_trace_has_the_papers_shape():

@@ -2,7 +2,15 @@
 
     streamrag bench --workload crawler --quick
     streamrag bench --workload anns --qps 0.25 0.5 0.75 --queries 30 --out results/bench
+    streamrag bench --workload anns --policy lcas
     streamrag bench --workload crawler --trace my-trace.jsonl --server http://127.0.0.1:8000
+
+In-process, the baselines ("one-shot", "vllm-stream") run on an engine with vLLM's own
+scheduling order (policy "vllm": vLLM's own streaming sessions), and "streamrag" on a second
+engine of the same model and sizes with its scheduling policy, `--policy` (default "fcfs";
+engine/policies.py). With `--policy vllm` one engine serves all three. With `--server` every
+system runs on that server, whose engine has its own policy (`--policy` is refused there).
+The table and the JSON's meta["engines"] record each system's policy.
 
 Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
 plots. See eval/replay.py for what runs and docs/benchmarks.md for measured results.
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 # Load levels per workload at the default scaling on 2 cores with the default model: about
@@ -20,6 +29,7 @@ from pathlib import Path
 DEFAULT_QPS = {"crawler": (0.4, 0.8, 1.2), "anns": (0.2, 0.4, 0.6)}
 QUICK_QPS = {"crawler": (0.8,), "anns": (0.4,)}
 QUICK_QUERIES = 12
+DEFAULT_POLICY = "fcfs"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=1, help="tokens to generate (1: a TTFT study)")
     p.add_argument("--size-factor", type=float, help="divide the paper's token counts by this")
     p.add_argument("--time-factor", type=float, help="multiply the paper's gaps and durations by this")
+    p.add_argument("--policy", choices=("vllm", "fcfs", "lcas", "mcps"), metavar="{vllm,fcfs,lcas,mcps}",
+                   help=f"scheduling policy of streamrag's engine (default {DEFAULT_POLICY}); the baselines run "
+                        "on a second engine with vLLM's own order, unless this is vllm (one engine for all). "
+                        "Not with --server, whose engine has its own policy")
     p.add_argument("--model", default="default", help='"default", "tiny" or a model folder')
     p.add_argument("--block-size", type=int, default=64, help="KV block size (multiple of 32)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
@@ -62,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from engine import EngineConfig, StreamEngine
     from eval.plots import plot_report
     from eval.remote import RemoteEngine
@@ -71,6 +87,10 @@ async def _bench(args: argparse.Namespace) -> int:
     from eval.trace import read_trace, write_trace
     from eval.workloads import Scaling, generate
 
+    if args.server and args.policy is not None:
+        print("streamrag bench: error: --policy applies to in-process engines only; with --server "
+              "every system runs under the server's own policy", file=sys.stderr)
+        return 2
     queries = QUICK_QUERIES if args.quick and args.queries == 30 else args.queries
     qps = args.qps or (QUICK_QPS if args.quick else DEFAULT_QPS)[args.workload]
     if args.trace:
@@ -83,18 +103,33 @@ async def _bench(args: argparse.Namespace) -> int:
     trace.meta.setdefault("workload", args.workload)
     out = args.out
     write_trace(trace, out / f"{args.workload}-trace.jsonl")
-    if args.server:
-        engine = RemoteEngine(args.server, args.model, api_key=args.api_key)
-    else:
-        engine = StreamEngine(EngineConfig(
+    systems = tuple(args.systems or SYSTEMS)
+    configs: dict[str, EngineConfig] = {}  # system -> config; systems sharing one share an engine
+    if not args.server:
+        policy = args.policy or DEFAULT_POLICY
+        own = EngineConfig(
             model=args.model, max_model_len=args.max_model_len,
             block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
-            max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True,
-        ))
+            max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True, policy="vllm",
+        )
+        tuned = replace(own, policy=policy)
+        # The baselines under vLLM's own order; streamrag under its policy (the same engine if "vllm").
+        configs = {s: tuned if s == "streamrag" else own for s in systems}
+    count = len(set(configs.values())) or 1
     print(f"bench {args.workload}: {len(trace.queries)} queries at {', '.join(f'{q:g}' for q in qps)} QPS; "
-          f"starting the engine ...", file=sys.stderr, flush=True)
-    async with engine:
-        result = await replay(engine, trace, list(qps), tuple(args.systems or SYSTEMS),
+          f"starting {'the engine' if count == 1 else f'{count} engines'} ...", file=sys.stderr, flush=True)
+    async with AsyncExitStack() as stack:  # every engine shuts down, on every path
+        if args.server:
+            engines = await stack.enter_async_context(RemoteEngine(args.server, args.model, api_key=args.api_key))
+        else:
+            started: dict[EngineConfig, StreamEngine] = {}
+            for config in configs.values():
+                if config not in started:
+                    engine = started[config] = StreamEngine(config)
+                    stack.push_async_callback(engine.close)  # also if start() fails half way
+                    await engine.start()
+            engines = {s: started[c] for s, c in configs.items()}
+        result = await replay(engines, trace, list(qps), systems,
                               max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress,
                               quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
                               attempts=args.attempts)
