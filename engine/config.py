@@ -28,9 +28,16 @@ class EngineConfig:
     record_steps: write vLLM's per-step scheduled-token counts to the scheduler ledger, so
         tests and benchmarks can read what vLLM actually computed.
     policy: who gets compute and memory first (engine/policies.py): "vllm", "fcfs", "lcas",
-        "mcps". preempt_idle: take KV back from sessions idle between chunks when a ready
-        request lacks blocks (vLLM never does). cost_model: a `streamrag profile` JSON that
-        picks the preemption mode per victim (None: recompute, the only mode on CPU).
+        "mcps". The next two default to on for every policy but "vllm", which stays vLLM's
+        own behaviour (the baseline):
+    preempt_idle: take KV back from sessions that hold it while they wait (for their next
+        chunk, at the gate, or queued behind others) when a ready request of higher priority
+        lacks blocks (vLLM never preempts a waiting session).
+    isolate_final: while a request whose context is complete waits for prefill, partial
+        contexts wait one step: their prefill is off the TTFT path, and on CPU a step's time
+        grows with every token in it.
+    cost_model: a `streamrag profile` JSON that picks the preemption mode per victim (None:
+        recompute, the only mode on CPU).
     """
 
     model: str = "default"
@@ -44,7 +51,8 @@ class EngineConfig:
     enforce_eager: bool = True
     enable_prefix_caching: bool = True
     policy: Policy = "vllm"
-    preempt_idle: bool = True
+    preempt_idle: bool | None = None
+    isolate_final: bool | None = None
     cost_model: str | None = None
     update_mode: UpdateMode = "lcp"
     record_steps: bool = False
@@ -77,5 +85,18 @@ class EngineConfig:
             raise ConfigError("max_num_seqs", f"{self.max_num_seqs} must be >= 1")
         if self.policy not in POLICY_NAMES:
             raise ConfigError("policy", f"{self.policy!r} is not one of {', '.join(POLICY_NAMES)}")
+        for name in ("preempt_idle", "isolate_final"):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(name, f"{getattr(self, name)!r}: use True, False or None (on unless policy is 'vllm')")
         if self.update_mode not in ("lcp", "reopen"):
             raise ConfigError("update_mode", f"{self.update_mode!r}: use 'lcp' or 'reopen'")
+
+    @property
+    def idle_preemption(self) -> bool:
+        """`preempt_idle` with its default resolved: on for every policy but "vllm"."""
+        return self.policy != "vllm" if self.preempt_idle is None else self.preempt_idle
+
+    @property
+    def final_isolation(self) -> bool:
+        """`isolate_final` with its default resolved: on for every policy but "vllm"."""
+        return self.policy != "vllm" if self.isolate_final is None else self.isolate_final

@@ -4,8 +4,8 @@ A policy is a sort key over `Candidate`s, highest priority first. The scheduler 
 running list and waiting queues by it before every step, so vLLM's own loop walks them in
 that order reserving token budget and blocks, and preempts from the tail (the lowest
 priority) when blocks run out: decision (the order) is decoupled from acquisition
-(allocation and preemption, which stay vLLM's). Idle sessions are preempted by the same
-order, from the tail.
+(allocation and preemption, which stay vLLM's). Sessions that hold KV while they wait are
+preempted by the same order, from the tail, and only for a request of higher priority.
 
     vllm  vLLM's own order (arrival of the request); no reordering
     fcfs  sessions whose context is complete first, by arrival; then the rest by arrival
@@ -54,6 +54,12 @@ KEYS: dict[str, Callable[[Candidate], tuple] | None] = {
 }
 
 
+def priority(policy: str, c: Candidate) -> tuple:
+    """`c`'s sort key under `policy`: smaller is served first. Under "vllm", by arrival."""
+    key = KEYS[policy]
+    return (c.arrival, c.request_id) if key is None else key(c)
+
+
 def order(policy: str, candidates: Sequence[Candidate]) -> list[Candidate]:
     """Candidates highest priority first; "vllm" keeps the given order."""
     key = KEYS[policy]
@@ -65,6 +71,4 @@ def victims(policy: str, candidates: Sequence[Candidate]) -> list[Candidate]:
 
     Under "vllm" the latest arrival goes first, as vLLM preempts its running requests.
     """
-    if KEYS[policy] is None:
-        return sorted(candidates, key=lambda c: (-c.arrival, c.request_id))
-    return order(policy, candidates)[::-1]
+    return sorted(candidates, key=lambda c: priority(policy, c), reverse=True)

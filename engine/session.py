@@ -149,16 +149,18 @@ class StreamSession:
     def stats(self) -> SessionStats:
         return self._stats.snapshot(len(self.prompt_token_ids), len(self._chunks), self.gate_is_open)
 
-    async def append(self, chunks: list[Chunk]) -> ContextReceipt:
+    async def append(self, chunks: list[Chunk], last: bool = False) -> ContextReceipt:
         """Put chunks after the ones already there; they start prefilling at once.
 
         After the gate opened (deadline or criteria) chunks are dropped and counted, not
         an error: retrieval may legitimately still be running. After `finish_context()`
-        it is an error: the caller said there would be no more.
+        it is an error: the caller said there would be no more. `last=True` is
+        `finish_context()` folded in, told to vLLM with these very chunks, so a scheduling
+        policy already ranks their prefill with the complete contexts (the TTFT path).
         """
         chunks = list(chunks)
         if (dropped := self._drop_if_late("append", chunks)) is not None:
-            return dropped
+            return await self._finish_if(last, dropped)
         start = len(self._chunks)
         pieces = [self._template.chunk_ids(c.text, start + i + 1) for i, c in enumerate(chunks)]
         self._check_fits(len(self._tokens) + sum(map(len, pieces)))
@@ -167,20 +169,21 @@ class StreamSession:
         for piece in pieces:
             self._tokens += piece
         self._stats.chunks_arrived(len(chunks))
+        self._context_done = last
         self._pump()
         self._check_criteria()
-        return ContextReceipt(len(chunks), 0, len(self.prompt_token_ids))
+        return await self._finish_if(last, ContextReceipt(len(chunks), 0, len(self.prompt_token_ids)))
 
-    async def update(self, chunks: list[Chunk]) -> ContextReceipt:
+    async def update(self, chunks: list[Chunk], last: bool = False) -> ContextReceipt:
         """Replace the context with a new ranking (the whole current list, best first).
 
         The prompt is re-rendered; vLLM keeps the KV of the longest common prefix (to the
         block) and prefills only the rest. Updates that arrive while a piece is prefilling
-        are coalesced: only the newest is sent.
+        are coalesced: only the newest is sent. `last=True`: as for `append`.
         """
         chunks = list(chunks)
         if (dropped := self._drop_if_late("update", chunks)) is not None:
-            return dropped
+            return await self._finish_if(last, dropped)
         pieces = [
             old if i < len(self._chunks) and self._chunks[i].text == c.text
             else self._template.chunk_ids(c.text, i + 1)
@@ -193,15 +196,22 @@ class StreamSession:
         self._stable_count = self._stable_count + 1 if top == self._last_top else 0
         self._last_top = top
         self._stats.update_arrived(len(chunks))
+        self._context_done = last
         self._pump()
         self._check_criteria()
-        return ContextReceipt(len(chunks), 0, len(self.prompt_token_ids))
+        return await self._finish_if(last, ContextReceipt(len(chunks), 0, len(self.prompt_token_ids)))
 
     async def finish_context(self) -> None:
         """Retrieval is done: no more context will come; the gate opens if still closed."""
         self._check_open("finish_context")
         self._context_done = True
         self._open_gate("done")
+
+    async def _finish_if(self, last: bool, receipt: ContextReceipt) -> ContextReceipt:
+        if last:
+            self._context_done = True
+            self._open_gate("done")
+        return receipt
 
     async def wait_prefilled(self) -> None:
         """Wait until vLLM has prefilled the whole current context (tests, benchmarks)."""
@@ -287,7 +297,7 @@ class StreamSession:
         target = self.prompt_token_ids if final else self._tokens
         lcp = common_prefix_len(self._vllm_tokens, target)
         if lcp == len(self._vllm_tokens) and lcp < len(target):  # a plain append
-            self._send(target[lcp:], self._final_params or _prefill_params(), final)
+            self._send(target[lcp:], self._final_params or self._piece_params(), final)
             self._vllm_tokens = list(target)
             return
         if lcp == len(self._vllm_tokens) == len(target) and not final:
@@ -300,11 +310,16 @@ class StreamSession:
         cut = min(keep, self._computed)
         cut -= cut % self._block_size  # the scheduler's rule: whole blocks only
         self._stats.replaced(old=len(self._vllm_tokens), new=len(target), kept=cut)
-        params = self._final_params.clone() if final else _prefill_params()
+        params = self._final_params.clone() if final else self._piece_params()
         params.extra_args = {**(params.extra_args or {}), **replace_marker(keep)}
         self._send(target[keep:], params, final)
         self._vllm_tokens = list(target)
         self._computed = cut
+
+    def _piece_params(self) -> SamplingParams:
+        # Once the context is complete, vLLM's scheduler is told with the piece (policies
+        # rank complete contexts first); the piece with the closing template says it too.
+        return _prefill_params(final_marker() if self._context_done else None)
 
     def _send(self, tokens: list[int], params: SamplingParams, final: bool) -> None:
         self._inflight = not final
@@ -322,7 +337,7 @@ class StreamSession:
         self._feed = asyncio.Queue()
         self._consumer = self._start_request(self._feed)
         self._vllm_tokens, self._computed = [], 0
-        self._send(target, self._final_params or _prefill_params(), final)
+        self._send(target, self._final_params or self._piece_params(), final)
         self._vllm_tokens = list(target)
         self._reopening = None
 

@@ -89,7 +89,8 @@ class StreamEngine:
             scheduler_cls=SCHEDULER_CLS,
             additional_config={
                 CONFIG_KEY: {"ledger_dir": self._ledger_dir, "record_steps": cfg.record_steps,
-                             "policy": cfg.policy, "preempt_idle": cfg.preempt_idle,
+                             "policy": cfg.policy, "preempt_idle": cfg.idle_preemption,
+                             "isolate_final": cfg.final_isolation,
                              "cost_model": cost_model}
             },
             seed=cfg.seed,

@@ -16,15 +16,13 @@ moves any of it fails loudly, naming what moved, instead of misbehaving quietly.
 from __future__ import annotations
 
 import time
-from collections import deque
-
 import vllm
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from engine.cost_model import CostModel
 from engine.ledger import SchedulerLedger
-from engine.policies import KEYS, Candidate, victims
+from engine.policies import Candidate, priority, victims
 
 VLLM_VERSION = "0.32.0"
 SCHEDULER_CLS = "engine.vllm_scheduler.StreamScheduler"
@@ -106,13 +104,16 @@ class StreamScheduler(Scheduler):
         self._ledger = SchedulerLedger(options["ledger_dir"]) if "ledger_dir" in options else None
         self._record_steps = bool(options.get("record_steps"))
         self._policy = options.get("policy", "vllm")
-        self._preempt_idle = bool(options.get("preempt_idle", True))
+        self._preempt_idle = bool(options.get("preempt_idle", self._policy != "vllm"))
+        self._isolate_final = bool(options.get("isolate_final", self._policy != "vllm"))
         path = options.get("cost_model")
         self._cost = CostModel.load(path) if path else CostModel.recompute_only()
         # request id -> [first arrival, last chunk arrival, context complete]
         self._meta: dict[str, list] = {}
-        # idle sessions whose blocks were taken back: request id -> (when, tokens dropped)
-        self._idle_preempted: dict[str, tuple[float, int]] = {}
+        # waiting sessions whose blocks were taken back, until scheduled again:
+        # request id -> (when, tokens dropped)
+        self._preempted: dict[str, tuple[float, int]] = {}
+        self._last_status: tuple | None = None
         self._write_status()
 
     # -- vLLM hooks -----------------------------------------------------------------------
@@ -125,14 +126,21 @@ class StreamScheduler(Scheduler):
 
     def schedule(self, *args, **kwargs):
         started = time.perf_counter()
-        self._apply_policy_order()
-        output = super().schedule(*args, **kwargs)
+        aside = self._set_aside()
+        try:
+            output = super().schedule(*args, **kwargs)
+        finally:
+            self._put_back(aside)
+        scheduled = output.num_scheduled_tokens
+        if self._preempted:
+            self._note_resumed(scheduled)
         if self._preempt_idle:
-            self._preempt_idle_if_starved(output.num_scheduled_tokens)
+            self._preempt_for_starved(scheduled)
         if self._ledger is not None and self._record_steps:
-            self._ledger.append_step(dict(output.num_scheduled_tokens),
+            self._ledger.append_step(dict(scheduled),
                                      schedule_us=round((time.perf_counter() - started) * 1e6, 1),
-                                     waiting=len(self.waiting) + len(self.kv_holding_waiting))
+                                     waiting=len(self.waiting) + len(self.kv_holding_waiting),
+                                     complete=[r for r in scheduled if self._complete(r)])
         self._write_status()
         return output
 
@@ -148,7 +156,7 @@ class StreamScheduler(Scheduler):
 
     def _free_request(self, request, *args, **kwargs):
         self._meta.pop(request.request_id, None)
-        self._idle_preempted.pop(request.request_id, None)
+        self._preempted.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)
 
     def _update_request_as_session(self, session, update) -> None:
@@ -156,14 +164,11 @@ class StreamScheduler(Scheduler):
         extra = (params.extra_args or {}) if params is not None else {}
         if (meta := self._meta.get(session.request_id)) is not None:
             meta[1], meta[2] = time.monotonic(), bool(extra.get(FINAL_KEY))
-        preempted = self._idle_preempted.pop(session.request_id, None)
-        if preempted is not None:
-            self._event("resume", session.request_id, preempted_s=round(time.monotonic() - preempted[0], 6),
-                        tokens=preempted[1])
+        preempted = session.request_id in self._preempted and session.num_computed_tokens == 0
         keep = extra.get(REPLACE_KEY)
         if keep is not None:
             self._truncate_session(session, update, int(keep))
-        elif preempted is not None:
+        elif preempted:
             # vLLM continues a session from num_computed_tokens, which the preemption zeroed:
             # continue from the old frontier, then zero it again so that the whole prompt is
             # recomputed or, where its blocks were not reused, found in the prefix cache.
@@ -216,55 +221,126 @@ class StreamScheduler(Scheduler):
             freed += len(dropped)
         self._event("replace", session.request_id, keep=keep, cut=cut, freed_blocks=freed)
 
-    # -- policies and idle preemption -----------------------------------------------------
+    # -- policies and preemption of waiting sessions ----------------------------------------
     def _candidate(self, request) -> Candidate:
         arrival, last, complete = self._meta.get(request.request_id) or (0.0, 0.0, True)
         return Candidate(request.request_id, arrival, last, complete, request.num_computed_tokens)
 
-    def _apply_policy_order(self) -> None:
-        """Sort running (vLLM preempts from its tail) and the waiting queues by the policy."""
-        key = KEYS[self._policy]
-        if key is None:
-            return
-        rank = lambda request: key(self._candidate(request))  # noqa: E731
-        self.running.sort(key=rank)
-        for queue in (self.kv_holding_waiting, self.waiting):
-            if isinstance(queue, deque) and len(queue) > 1:
-                ordered = sorted(queue, key=rank)
-                queue.clear()
-                queue.extend(ordered)
+    def _complete(self, request_id: str) -> bool:
+        meta = self._meta.get(request_id)
+        return True if meta is None else meta[2]
 
-    def _preempt_idle_if_starved(self, scheduled: dict[str, int]) -> None:
-        """If the first ready request left waiting lacks blocks, take them from idle sessions.
+    def _rank(self, request) -> tuple:
+        return priority(self._policy, self._candidate(request))
 
-        Idle = waiting for its next context piece (or held at the gate) while holding KV;
-        vLLM itself never preempts those. Victims go lowest priority first until the
-        starved request fits; they resume later by recompute or from the prefix cache.
+    def _set_aside(self) -> list[tuple]:
+        """Order the queues for this step; take out what must not be scheduled in it.
+
+        Running requests are sorted by the policy (vLLM preempts from the tail). The waiting
+        queues keep only ready requests, in policy order, and of those only the ones that
+        can get their blocks: vLLM's loop stops at the first request it cannot allocate,
+        which would leave everything behind it waiting too (a request set aside for blocks
+        gets them by preemption from lower ones, see `_preempt_for_starved`). Paused
+        sessions (waiting for their next piece) are set aside too: vLLM's loop would only
+        skip them, one by one, every step. With `isolate_final`, while a complete context
+        waits for prefill, partial ones wait a step. Returns (queue, request) pairs for
+        `_put_back` after vLLM's schedule.
         """
-        starved = next((r for queue in (self.kv_holding_waiting, self.waiting) for r in queue
-                        if r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
-                        and r.request_id not in scheduled), None)
-        if starved is None:
+        if self._policy == "vllm":
+            return []
+        self.running.sort(key=self._rank)
+        aside, ready = [], []
+        for queue in (self.kv_holding_waiting, self.waiting):
+            for request in queue:
+                if request.status == RequestStatus.WAITING_FOR_STREAMING_REQ:
+                    aside.append((queue, request))
+                else:
+                    ready.append((self._rank(request), queue, request))
+        ready.sort(key=lambda item: item[0])
+        # A complete context needs prefill: queued, or running mid-way through a chunked
+        # prefill (a running request in decode has exactly one token left to compute).
+        final_waiting = self._isolate_final and (
+            any(self._complete(r.request_id) for _, _, r in ready)
+            or any(r.num_tokens - r.num_computed_tokens > 1 and self._complete(r.request_id)
+                   for r in self.running))
+        # Blocks left for the waiting ones once running requests have what they need (an
+        # upper bound on their need: prefix-cache hits can only make more room).
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        free -= sum(self._blocks_needed(r) for r in self.running)
+        keep = {id(self.kv_holding_waiting): [], id(self.waiting): []}
+        for _, queue, request in ready:
+            need = self._blocks_needed(request)
+            if (final_waiting and not self._complete(request.request_id)) or need > free:
+                aside.append((queue, request))
+            else:
+                free -= need
+                keep[id(queue)].append(request)
+        for queue in (self.kv_holding_waiting, self.waiting):
+            queue.clear()
+            queue.extend(keep[id(queue)])
+        return aside
+
+    def _blocks_needed(self, request) -> int:
+        """New blocks `request` needs to compute all its tokens and sample one more."""
+        held = self.kv_cache_manager.coordinator.single_type_managers[0].req_to_blocks.get(request.request_id, ())
+        return max(0, -(-(request.num_tokens + 1) // self.block_size) - len(held))
+
+    @staticmethod
+    def _put_back(aside: list[tuple]) -> None:
+        for queue, request in aside:
+            queue.add_request(request)  # next step sorts again
+
+    def _preempt_for_starved(self, scheduled: dict[str, int]) -> None:
+        """If the best ready request left waiting lacks blocks, take them from lower ones.
+
+        Victims are sessions that hold KV while they wait: for their next context piece or
+        at the gate (vLLM never preempts those), or queued and not scheduled this step. Only
+        requests of lower priority than the starved one give blocks back, lowest first, and
+        only when together they free enough for it: a preemption that cannot admit the
+        starved request would only throw work away. Victims resume by recompute or, where
+        their blocks were not reused meanwhile, from the prefix cache.
+        """
+        ready = [r for queue in (self.kv_holding_waiting, self.waiting) for r in queue
+                 if r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+                 and r.request_id not in scheduled]
+        if not ready:
             return
-        pool = self.kv_cache_manager.block_pool
-        held = len(self.kv_cache_manager.coordinator.single_type_managers[0].req_to_blocks.get(starved.request_id, ()))
-        need = -(-(starved.num_tokens + 1) // self.block_size) - held
-        if pool.get_num_free_blocks() >= need:
+        starved = min(ready, key=self._rank)
+        blocks = self.kv_cache_manager.coordinator.single_type_managers[0].req_to_blocks
+        need = self._blocks_needed(starved)
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        if free >= need:
             return
-        idle = [r for r in self.requests.values()
-                if r.status == RequestStatus.WAITING_FOR_STREAMING_REQ and r.num_computed_tokens > 0]
-        by_id = {r.request_id: r for r in idle}
-        for victim in victims(self._policy, [self._candidate(r) for r in idle]):
-            if pool.get_num_free_blocks() >= need:
+        floor = self._rank(starved)
+        holders = {r.request_id: r for r in self.kv_holding_waiting
+                   if r.num_computed_tokens > 0 and r.request_id not in scheduled
+                   and r.status in (RequestStatus.WAITING_FOR_STREAMING_REQ, RequestStatus.WAITING)}
+        below = [c for c in victims(self._policy, [self._candidate(r) for r in holders.values()])
+                 if priority(self._policy, c) > floor]
+        plan, freed = [], 0
+        for victim in below:
+            if free + freed >= need:
                 break
-            request = by_id[victim.request_id]
+            plan.append(holders[victim.request_id])
+            freed += len(blocks.get(victim.request_id, ()))
+        if free + freed < need:
+            return
+        for request in plan:
             tokens = request.num_computed_tokens
             mode = self._cost.mode(tokens)  # "recompute" on the CPU build (no offload path)
             self._free_request_blocks(request)
             request.num_computed_tokens = 0
-            self._idle_preempted[request.request_id] = (time.monotonic(), tokens)
+            # It holds no KV now: vLLM drains its KV-holding queue first, so move it out.
+            self.kv_holding_waiting.remove_request(request)
+            self.waiting.add_request(request)
+            self._preempted[request.request_id] = (time.monotonic(), tokens)
             self._event("preempt", request.request_id, mode=mode, tokens=tokens,
                         for_request=starved.request_id)
+
+    def _note_resumed(self, scheduled: dict[str, int]) -> None:
+        for request_id in [r for r in self._preempted if r in scheduled]:
+            when, tokens = self._preempted.pop(request_id)
+            self._event("resume", request_id, preempted_s=round(time.monotonic() - when, 6), tokens=tokens)
 
     # -- ledger ---------------------------------------------------------------------------
     def _event(self, kind: str, request_id: str, **fields) -> None:
@@ -277,4 +353,7 @@ class StreamScheduler(Scheduler):
         pool = self.kv_cache_manager.block_pool
         # The pool keeps one reserved null block out of its free queue for good.
         in_use = pool.num_gpu_blocks - pool.get_num_free_blocks() - 1
-        self._ledger.write_status(in_use, pool.num_gpu_blocks - 1, len(self.requests))
+        status = (in_use, pool.num_gpu_blocks - 1, len(self.requests))
+        if status != self._last_status:  # a waiting engine steps in a busy loop
+            self._last_status = status
+            self._ledger.write_status(*status)

@@ -66,11 +66,10 @@ async def _session(engine, q: ReplayQuery, nonce: int, mode: str, system: str,
     t_start = time.perf_counter()
     session = engine.open_session(question=q.question, system=salted_system(nonce), update_mode=mode)
     try:
-        for event in q.events:
+        for i, event in enumerate(q.events, 1):
             await _sleep_until(t_start + event.t_s)
-            await _deliver(session, event)
-        t_last = time.perf_counter()
-        await session.finish_context()
+            await _deliver(session, event, last=i == len(q.events))
+        t_last = time.perf_counter()  # after tokenizing the last event, as for one-shot
         t_first, t_done = await _first_token(session.generate(max_tokens=max_tokens, ignore_eos=True))
     finally:
         await session.abort()  # a no-op once finished; frees the KV if anything failed
@@ -86,8 +85,7 @@ async def floor(engine, q: ReplayQuery, nonce: int) -> QueryResult:
             await _deliver(session, event)
         await session.wait_prefilled()
         t_last = time.perf_counter()
-        await _deliver(session, q.events[-1])
-        await session.finish_context()
+        await _deliver(session, q.events[-1], last=True)
         t_first, t_done = await _first_token(session.generate(max_tokens=1))
     finally:
         await session.abort()
@@ -135,9 +133,11 @@ def _context_ids(template, pieces: list[list[int]], event: ReplayEvent) -> list[
     return [template.chunk_ids(c.text, i + 1) for i, c in enumerate(event.chunks)]
 
 
-async def _deliver(session, event: ReplayEvent) -> None:
+async def _deliver(session, event: ReplayEvent, last: bool = False) -> None:
+    # The last event carries the end of retrieval with it (`last=True`), as a retriever
+    # that knows its stream ended would: the session tells vLLM with these chunks.
     chunks = list(event.chunks)
-    await (session.append(chunks) if event.op == "append" else session.update(chunks))
+    await (session.append(chunks, last=last) if event.op == "append" else session.update(chunks, last=last))
 
 
 async def _first_token(stream) -> tuple[float, float]:

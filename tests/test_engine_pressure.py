@@ -69,3 +69,78 @@ D = Candidate("d", arrival=4.0, last_chunk=6.0, complete=True, computed=10)
 def test_policy_orders_a_constructed_queue(policy, expected, evict):
     assert "".join(c.request_id for c in order(policy, [A, B, C, D])) == expected
     assert "".join(c.request_id for c in victims(policy, [A, B, C, D])) == evict
+
+
+async def _fill(engine, session, rng, blocks: int, last: bool = False) -> None:
+    """Append one chunk that brings `session` to at least `blocks` KV blocks of 32 tokens."""
+    text = ""
+    while len(session.prompt_token_ids) + len(engine.template.chunk_ids(text, len(session.chunks) + 1)) < blocks * 32:
+        text += random_text(rng, 20, 20) + " "
+    await session.append([Chunk(text=text)], last=last)
+
+
+async def _answer(session, n: int = 4) -> list[int]:
+    return [t async for d in session.generate(max_tokens=n, ignore_eos=True) for t in d.token_ids]
+
+
+async def test_only_higher_priority_requests_take_blocks_from_waiting_sessions(small_engine):
+    """fcfs: a later partial context waits for blocks; a complete one takes them."""
+    engine = small_engine
+    assert await engine.wait_for_blocks(0) == 0
+    rng = random.Random(5)
+    holder = engine.open_session(question="the first to arrive", system="priority test")
+    await _fill(engine, holder, rng, blocks=24)
+    await holder.wait_prefilled()  # now idle, holding ~24 of the 39 blocks
+
+    later = engine.open_session(question="a later partial context", system="priority test")
+    await _fill(engine, later, rng, blocks=18)  # does not fit beside the holder
+    await asyncio.sleep(1.5)  # hundreds of scheduler steps with `later` starved
+    assert engine.ledger.events("preempt", holder.id) == []  # lower priority: no preemption
+    # It still waits: vLLM computed its opening (system prompt and question), not its chunk.
+    assert sum(engine.ledger.scheduled_tokens(later.id)) < 5 * 32
+
+    complete = engine.open_session(question="a complete context", system="priority test")
+    await _fill(engine, complete, rng, blocks=20, last=True)  # complete: ranks above both
+    async with asyncio.timeout(120):
+        first = await _answer(complete)
+        preempted = engine.ledger.events("preempt", holder.id)
+        assert preempted and all(e["for_request"].startswith(complete.id) for e in preempted)
+        await holder.finish_context()
+        await later.finish_context()
+        answers = [first, await _answer(holder), await _answer(later)]
+    for session, answer in zip((complete, holder, later), answers):
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=4, ignore_eos=True)
+        assert answer == list(one_shot.token_ids), session.id
+    assert engine.ledger.events("resume", holder.id)  # it came back and finished, exactly
+    assert await engine.wait_for_blocks(0) == 0
+
+
+async def test_complete_contexts_are_prefilled_without_partial_ones(small_engine):
+    """isolate_final: no step prefills a complete context together with a partial one."""
+    engine = small_engine
+    rng = random.Random(9)
+    first_step = len(engine.ledger.step_records())
+
+    async def play(i: int) -> list[int]:
+        session = engine.open_session(question=f"isolation {i}", system=f"isolation test {i}")
+        for j in range(4):
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            await session.append([Chunk(text=random_text(rng, 15, 30))], last=j == 3)
+        return session, await _answer(session, 2)
+
+    async with asyncio.timeout(120):
+        played = await asyncio.gather(*(play(i) for i in range(6)))
+    steps = engine.ledger.step_records()[first_step:]
+    prefills = [s for s in steps if any(n > 1 and r in s["complete"] for r, n in s["scheduled"].items())]
+    assert prefills  # complete contexts were prefilled, and each time alone among partial ones:
+    for step in prefills:
+        assert set(step["scheduled"]) <= set(step["complete"]), step
+    for session, answer in played:
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=2, ignore_eos=True)
+        assert answer == list(one_shot.token_ids), session.id
+
+
+def test_preemption_and_isolation_default_to_the_policy():
+    assert not EngineConfig(policy="vllm").idle_preemption and not EngineConfig().final_isolation
+    assert EngineConfig(policy="lcas").idle_preemption and EngineConfig(policy="mcps").final_isolation
+    assert not EngineConfig(policy="fcfs", preempt_idle=False).idle_preemption
