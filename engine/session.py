@@ -154,9 +154,12 @@ class StreamSession:
 
         After the gate opened (deadline or criteria) chunks are dropped and counted, not
         an error: retrieval may legitimately still be running. After `finish_context()`
-        it is an error: the caller said there would be no more. `last=True` is
-        `finish_context()` folded in, told to vLLM with these very chunks, so a scheduling
-        policy already ranks their prefill with the complete contexts (the TTFT path).
+        it is an error: the caller said there would be no more.
+
+        `last=True` folds `finish_context()` in. These chunks then wait for `generate()` and
+        go to vLLM with the closing template in the answer's own request: one prefill step
+        on the TTFT path instead of two, ranked by a policy with the complete contexts. Call
+        `generate()` right after (or have it waiting at the gate).
         """
         chunks = list(chunks)
         if (dropped := self._drop_if_late("append", chunks)) is not None:
@@ -170,7 +173,8 @@ class StreamSession:
             self._tokens += piece
         self._stats.chunks_arrived(len(chunks))
         self._context_done = last
-        self._pump()
+        if not last:  # the last chunks go with the closing template, see `append`
+            self._pump()
         self._check_criteria()
         return await self._finish_if(last, ContextReceipt(len(chunks), 0, len(self.prompt_token_ids)))
 
@@ -197,7 +201,8 @@ class StreamSession:
         self._last_top = top
         self._stats.update_arrived(len(chunks))
         self._context_done = last
-        self._pump()
+        if not last:
+            self._pump()
         self._check_criteria()
         return await self._finish_if(last, ContextReceipt(len(chunks), 0, len(self.prompt_token_ids)))
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 
-from engine import Chunk
+import pytest
+
+from engine import Chunk, ContextClosedError
 from tests.text import random_text
 
 
@@ -53,6 +55,29 @@ async def test_one_shot_computes_the_whole_prompt(engine):
     new = [k for k in _all_request_ids(engine) if k not in before]
     assert len(new) == 1
     assert sum(engine.ledger.scheduled_tokens(new[0])) == len(prompt)
+
+
+async def test_last_chunks_go_with_the_closing_template_in_one_step(engine):
+    """append(last=True): the last chunk, the closing template and the first token are one
+    vLLM step, and the session is closed to more context, as after finish_context()."""
+    rng = random.Random(17)
+    session = engine.open_session(question="what comes last?", system="overlap test last")
+    await session.append([Chunk(text=random_text(rng, 40, 80))])
+    await session.wait_prefilled()
+    before = len(engine.ledger.scheduled_tokens(session.id))
+    last = Chunk(text=random_text(rng, 40, 80))
+    receipt = await session.append([last], last=True)
+    assert receipt.accepted == 1 and session.gate_is_open
+    with pytest.raises(ContextClosedError):
+        await session.append([Chunk(text="too late")])
+    out = [t async for d in session.generate(max_tokens=3, ignore_eos=True) for t in d.token_ids]
+
+    steps = engine.ledger.scheduled_tokens(session.id)[before:]
+    closing = len(session.prompt_token_ids) - len(session._tokens)
+    assert steps == [len(engine.template.chunk_ids(last.text, 2)) + closing, 1, 1]
+    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=3, ignore_eos=True)
+    assert out == list(one_shot.token_ids)
+    assert session.stats.gate_reason == "done"
 
 
 def _all_request_ids(engine) -> list[str]:
