@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,9 @@ class Settings(BaseSettings):
     qdrant_url: a Qdrant server instead of the embedded store; ":memory:" for throw-away tests.
     api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
     retrieval: load the embedding model and Qdrant (off: chat/completions/sessions only).
+    policy: the engine's scheduling policy (engine/policies.py); "fcfs" puts sessions whose
+        context is complete first and lets waiting sessions give KV back under memory
+        pressure; "vllm" is stock vLLM's order, which can jam when idle sessions fill the cache.
     vllm_urls: vLLM OpenAI-compatible servers to use instead of the in-process engine (the
         remote backend: prefix warming, one replica per session); `model` must name the same
         model's folder here, for the tokenizer. From the environment: a JSON list.
@@ -36,6 +41,7 @@ class Settings(BaseSettings):
     max_model_len: int = Field(8192, ge=64)
     block_size: int = 128
     kv_cache_gib: float = Field(2.0, gt=0)
+    policy: Literal["vllm", "fcfs", "lcas", "mcps"] = "fcfs"
     max_tokens_default: int = Field(256, ge=1)
     record_steps: bool = False
 

@@ -27,8 +27,9 @@ class EngineConfig:
     enforce_eager: skip graph compilation; cuts start-up from ~75 s to ~20 s on 2 cores.
     record_steps: write vLLM's per-step scheduled-token counts to the scheduler ledger, so
         tests and benchmarks can read what vLLM actually computed.
-    policy: who gets compute and memory first (engine/policies.py): "vllm", "fcfs", "lcas",
-        "mcps". The next two default to on for every policy but "vllm", which stays vLLM's
+    policy: who gets compute and memory first (engine/policies.py): "fcfs" (the default),
+        "lcas", "mcps", or "vllm" (stock vLLM's order, the baseline; it can jam when idle
+        sessions fill the cache). The next two default to on for every policy but "vllm", which stays vLLM's
         own behaviour (the baseline):
     preempt_idle: take KV back from sessions that hold it while they wait (for their next
         chunk, at the gate, or queued behind others) when a ready request of higher priority
@@ -36,6 +37,10 @@ class EngineConfig:
     isolate_final: while a request whose context is complete waits for prefill, partial
         contexts wait one step: their prefill is off the TTFT path, and on CPU a step's time
         grows with every token in it.
+    max_piece_tokens: the longest context piece a session sends vLLM at once (None: no
+        limit). A piece in flight cannot be recalled: the next ranking, and the last chunks
+        on the TTFT path, wait until it is prefilled. 128 tokens is ~0.17 s on 2 CPU cores
+        with the default model; on a GPU a few thousand cost about as little.
     cost_model: a `streamrag profile` JSON that picks the preemption mode per victim (None:
         recompute, the only mode on CPU).
     """
@@ -50,11 +55,12 @@ class EngineConfig:
     max_num_seqs: int = 64
     enforce_eager: bool = True
     enable_prefix_caching: bool = True
-    policy: Policy = "vllm"
+    policy: Policy = "fcfs"
     preempt_idle: bool | None = None
     isolate_final: bool | None = None
     cost_model: str | None = None
     update_mode: UpdateMode = "lcp"
+    max_piece_tokens: int | None = 128
     record_steps: bool = False
     cache_dir: str | None = None
     seed: int = 0
@@ -88,6 +94,8 @@ class EngineConfig:
         for name in ("preempt_idle", "isolate_final"):
             if getattr(self, name) not in (None, True, False):
                 raise ConfigError(name, f"{getattr(self, name)!r}: use True, False or None (on unless policy is 'vllm')")
+        if self.max_piece_tokens is not None and self.max_piece_tokens < 1:
+            raise ConfigError("max_piece_tokens", f"{self.max_piece_tokens} must be >= 1 (or None: no limit)")
         if self.update_mode not in ("lcp", "reopen"):
             raise ConfigError("update_mode", f"{self.update_mode!r}: use 'lcp' or 'reopen'")
 

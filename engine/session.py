@@ -79,6 +79,7 @@ class StreamSession:
         block_size: int,
         update_mode: Literal["lcp", "reopen"],
         on_close: Callable[[StreamSession], None],
+        max_piece_tokens: int | None = None,
     ) -> None:
         self.id = session_id
         self.gate = gate
@@ -89,6 +90,7 @@ class StreamSession:
         self._max_model_len = max_model_len
         self._block_size = block_size
         self._update_mode = update_mode
+        self._max_piece = max_piece_tokens
         self._on_close = on_close
         self._stats = StatsRecorder()
 
@@ -302,8 +304,9 @@ class StreamSession:
         target = self.prompt_token_ids if final else self._tokens
         lcp = common_prefix_len(self._vllm_tokens, target)
         if lcp == len(self._vllm_tokens) and lcp < len(target):  # a plain append
-            self._send(target[lcp:], self._final_params or self._piece_params(), final)
-            self._vllm_tokens = list(target)
+            end = self._piece_end(lcp, len(target), final)
+            self._send(target[lcp:end], self._final_params or self._piece_params(), final)
+            self._vllm_tokens = target[:end]
             return
         if lcp == len(self._vllm_tokens) == len(target) and not final:
             return  # vLLM has exactly this already
@@ -317,9 +320,19 @@ class StreamSession:
         self._stats.replaced(old=len(self._vllm_tokens), new=len(target), kept=cut)
         params = self._final_params.clone() if final else self._piece_params()
         params.extra_args = {**(params.extra_args or {}), **replace_marker(keep)}
-        self._send(target[keep:], params, final)
-        self._vllm_tokens = list(target)
+        end = self._piece_end(keep, len(target), final)
+        self._send(target[keep:end], params, final)
+        self._vllm_tokens = target[:end]
         self._computed = cut
+
+    def _piece_end(self, start: int, length: int, final: bool) -> int:
+        """Where a piece starting at `start` ends. Context pieces are at most
+        `max_piece_tokens` long: a piece in flight cannot be recalled, so a long one would
+        hold up the next ranking, and the last piece, until it is done; the rest follows
+        piece by piece, re-diffed against the newest context each time."""
+        if final or self._max_piece is None or self._update_mode == "reopen":
+            return length  # "reopen" is the baseline: vLLM's own streaming, unchanged
+        return min(length, start + self._max_piece)
 
     def _piece_params(self) -> SamplingParams:
         # Once the context is complete, vLLM's scheduler is told with the piece (policies

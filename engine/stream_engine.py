@@ -138,6 +138,7 @@ class StreamEngine:
             block_size=self.config.block_size,
             update_mode=update_mode,
             on_close=lambda s: self._sessions.pop(s.id, None),
+            max_piece_tokens=self.config.max_piece_tokens,
         )
         self._sessions[session.id] = session
         return session

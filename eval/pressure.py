@@ -5,8 +5,10 @@
 
 One trace, one arrival schedule, streamrag sessions (append + LCP update, `eval/systems.py`)
 in every configuration; each configuration is its own engine, since the policy and
-preemption are fixed per engine: "vllm" (vLLM's order, no idle preemption: vLLM's own
-behaviour), then fcfs / lcas / mcps each without and with `preempt_idle`. Pressure, as in the
+preemption are fixed per engine: "vllm" (vLLM's order, no preemption of waiting sessions:
+vLLM's own behaviour), then fcfs / lcas / mcps each without and with `preempt_idle` (the
+policies' other behaviour, `isolate_final` and setting aside what cannot get blocks, is on in
+both; engine/vllm_scheduler.py). Pressure, as in the
 paper: the gaps between a query's chunks are stretched (x10 crawler, x30 ANNS) so sessions sit
 idle holding KV for longer, and the KV cache (`--kv-blocks`) holds only part of what the
 concurrent sessions need.

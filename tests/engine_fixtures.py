@@ -1,5 +1,6 @@
-"""The session-wide engine on the tiny random-weight model, with vLLM's step ledger on; and a
-second one like it with the "fcfs" scheduling policy, started only by the tests that need it."""
+"""The session-wide engine on the tiny random-weight model (the default "fcfs" policy), with
+vLLM's step ledger on; and a second one like it under stock vLLM's order, started only by the
+tests that need a baseline."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ async def engine():
 
 
 @pytest.fixture(scope="session")
-async def fcfs_engine():
-    """`engine`'s settings with policy "fcfs": a system measured under its own policy (~20 s)."""
-    async with StreamEngine(replace(TEST_ENGINE_CONFIG, policy="fcfs")) as eng:
+async def vllm_engine():
+    """`engine`'s settings with policy "vllm": baselines measured under stock vLLM's order (~20 s)."""
+    async with StreamEngine(replace(TEST_ENGINE_CONFIG, policy="vllm")) as eng:
         yield eng
 
 

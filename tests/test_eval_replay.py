@@ -69,11 +69,11 @@ async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
         assert png.stat().st_size > 10_000
 
 
-async def test_replay_with_an_engine_per_system(engine, fcfs_engine, idle_blocks):
+async def test_replay_with_an_engine_per_system(engine, vllm_engine, idle_blocks):
     """The baselines on vLLM's order, streamrag on its own engine under "fcfs"; each pass reads
     the ledger of the engine it ran on, so every system's accounting matches vLLM's."""
     trace = generate("anns", queries=4, seed=4, scaling=TINY)
-    engines = {"one-shot": engine, "vllm-stream": engine, "streamrag": fcfs_engine}
+    engines = {"one-shot": vllm_engine, "vllm-stream": vllm_engine, "streamrag": engine}
     result = await replay(engines, trace, qps_levels=[8.0], progress=False)
     report = build_report(result)
 
@@ -90,7 +90,7 @@ async def test_replay_with_an_engine_per_system(engine, fcfs_engine, idle_blocks
         "one-shot": "vllm", "vllm-stream": "vllm", "streamrag": "fcfs"}
     assert meta["engine"]["policy"] == "vllm"  # the baseline's, which ran the floor pass
     assert "scheduling: one-shot, vllm-stream: policy vllm; streamrag: policy fcfs" in format_table(report)
-    assert await fcfs_engine.wait_for_blocks(0, timeout_s=10) == 0
+    assert await vllm_engine.wait_for_blocks(0, timeout_s=10) == 0
 
 
 async def test_replay_rejects_an_incomplete_mapping(engine):

@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a vLLM server to use instead of the in-process engine (repeat for replicas)")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on every route but /health")
     p.add_argument("--max-model-len", type=int)
+    p.add_argument("--policy", choices=("vllm", "fcfs", "lcas", "mcps"),
+                   help="scheduling policy of the in-process engine (fcfs)")
     p.add_argument("--no-retrieval", action="store_true", help="do not load the embedder and Qdrant")
     p.add_argument("--session-ttl-s", type=float)
     p.set_defaults(func=run)
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "host": args.host, "port": args.port, "model": args.model, "data_dir": args.data_dir,
         "qdrant_url": args.qdrant_url, "api_key": args.api_key, "max_model_len": args.max_model_len,
-        "session_ttl_s": args.session_ttl_s, "vllm_urls": args.vllm_urls,
+        "session_ttl_s": args.session_ttl_s, "vllm_urls": args.vllm_urls, "policy": args.policy,
         "retrieval": False if args.no_retrieval else None,
     }.items() if v is not None}
     settings = Settings(**overrides)
