@@ -297,8 +297,12 @@ class StreamScheduler(Scheduler):
         at the gate (vLLM never preempts those), or queued and not scheduled this step. Only
         requests of lower priority than the starved one give blocks back, lowest first, and
         only when together they free enough for it: a preemption that cannot admit the
-        starved request would only throw work away. Victims resume by recompute or, where
-        their blocks were not reused meanwhile, from the prefix cache.
+        starved request would only throw work away. One exception keeps the engine moving:
+        when this step scheduled nothing at all, paused sessions of higher priority give
+        their blocks too (lowest first). They cannot use them before their next piece comes,
+        and without this a policy whose order is not urgency (mcps ranks by tokens held) can
+        leave every block with paused sessions while everyone ready waits. Victims resume
+        by recompute or, where their blocks were not reused meanwhile, from the prefix cache.
         """
         ready = [r for queue in (self.kv_holding_waiting, self.waiting) for r in queue
                  if r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
@@ -315,10 +319,13 @@ class StreamScheduler(Scheduler):
         holders = {r.request_id: r for r in self.kv_holding_waiting
                    if r.num_computed_tokens > 0 and r.request_id not in scheduled
                    and r.status in (RequestStatus.WAITING_FOR_STREAMING_REQ, RequestStatus.WAITING)}
-        below = [c for c in victims(self._policy, [self._candidate(r) for r in holders.values()])
-                 if priority(self._policy, c) > floor]
+        order = victims(self._policy, [self._candidate(r) for r in holders.values()])
+        eligible = [c for c in order if priority(self._policy, c) > floor]
+        if not scheduled:  # a stall, not a queue: paused sessions above it give way too
+            eligible += [c for c in order if priority(self._policy, c) <= floor
+                         and holders[c.request_id].status == RequestStatus.WAITING_FOR_STREAMING_REQ]
         plan, freed = [], 0
-        for victim in below:
+        for victim in eligible:
             if free + freed >= need:
                 break
             plan.append(holders[victim.request_id])
