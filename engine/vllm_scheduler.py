@@ -257,23 +257,29 @@ class StreamScheduler(Scheduler):
                 else:
                     ready.append((self._rank(request), queue, request))
         ready.sort(key=lambda item: item[0])
-        # A complete context needs prefill: queued, or running mid-way through a chunked
-        # prefill (a running request in decode has exactly one token left to compute).
-        final_waiting = self._isolate_final and (
-            any(self._complete(r.request_id) for _, _, r in ready)
-            or any(r.num_tokens - r.num_computed_tokens > 1 and self._complete(r.request_id)
-                   for r in self.running))
         # Blocks left for the waiting ones once running requests have what they need (an
         # upper bound on their need: prefix-cache hits can only make more room).
         free = self.kv_cache_manager.block_pool.get_num_free_blocks()
         free -= sum(self._blocks_needed(r) for r in self.running)
-        keep = {id(self.kv_holding_waiting): [], id(self.waiting): []}
+        fits = []
         for _, queue, request in ready:
             need = self._blocks_needed(request)
-            if (final_waiting and not self._complete(request.request_id)) or need > free:
+            if need > free:
                 aside.append((queue, request))
             else:
                 free -= need
+                fits.append((queue, request))
+        # A complete context that will be prefilled now: admitted this step, or running
+        # mid-way through a chunked prefill (in decode exactly one token is left to compute).
+        final_waiting = self._isolate_final and (
+            any(self._complete(r.request_id) for _, r in fits)
+            or any(r.num_tokens - r.num_computed_tokens > 1 and self._complete(r.request_id)
+                   for r in self.running))
+        keep = {id(self.kv_holding_waiting): [], id(self.waiting): []}
+        for queue, request in fits:
+            if final_waiting and not self._complete(request.request_id):
+                aside.append((queue, request))
+            else:
                 keep[id(queue)].append(request)
         for queue in (self.kv_holding_waiting, self.waiting):
             queue.clear()
@@ -291,7 +297,7 @@ class StreamScheduler(Scheduler):
             queue.add_request(request)  # next step sorts again
 
     def _preempt_for_starved(self, scheduled: dict[str, int]) -> None:
-        """If the best ready request left waiting lacks blocks, take them from lower ones.
+        """If the best ready request that lacks blocks can get them, take them from lower ones.
 
         Victims are sessions that hold KV while they wait: for their next context piece or
         at the gate (vLLM never preempts those), or queued and not scheduled this step. Only
@@ -304,17 +310,16 @@ class StreamScheduler(Scheduler):
         leave every block with paused sessions while everyone ready waits. Victims resume
         by recompute or, where their blocks were not reused meanwhile, from the prefix cache.
         """
-        ready = [r for queue in (self.kv_holding_waiting, self.waiting) for r in queue
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        # The best ready request that waits for blocks (not one held back for a step).
+        short = [r for queue in (self.kv_holding_waiting, self.waiting) for r in queue
                  if r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
-                 and r.request_id not in scheduled]
-        if not ready:
+                 and r.request_id not in scheduled and self._blocks_needed(r) > free]
+        if not short:
             return
-        starved = min(ready, key=self._rank)
+        starved = min(short, key=self._rank)
         blocks = self.kv_cache_manager.coordinator.single_type_managers[0].req_to_blocks
         need = self._blocks_needed(starved)
-        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
-        if free >= need:
-            return
         floor = self._rank(starved)
         holders = {r.request_id: r for r in self.kv_holding_waiting
                    if r.num_computed_tokens > 0 and r.request_id not in scheduled
