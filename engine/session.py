@@ -40,6 +40,7 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ContextClosedError, PromptTooLongError, SessionStateError
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
+from engine.session_context import check_generate
 from engine.session_stats import StatsRecorder
 from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
 from engine.vllm_scheduler import final_marker, replace_marker
@@ -240,12 +241,7 @@ class StreamSession:
         Use `contextlib.aclosing(session.generate(...))` to abort at once on an early exit;
         otherwise the event loop's async-generator finalizer does it a moment later.
         """
-        if self._generate_called:
-            raise SessionStateError(f"session {self.id}: generate() was already called once")
-        if self.state != "open":
-            raise SessionStateError(f"session {self.id} is {self.state}; open a new session")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
+        check_generate(self.id, self.state, self._generate_called, max_tokens)
         self._generate_called = True
         detok = IncrementalDetokenizer(self._template.decode)
         try:

@@ -136,12 +136,7 @@ class SessionContext:
 
     def claim_generate(self, max_tokens: int) -> None:
         """The checks `generate()` makes before it may start; it may start once per session."""
-        if self.generate_claimed:
-            raise SessionStateError(f"session {self.id}: generate() was already called once")
-        if self.state != "open":
-            raise SessionStateError(f"session {self.id} is {self.state}; open a new session")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
+        check_generate(self.id, self.state, self.generate_claimed, max_tokens)
         self.generate_claimed = True
 
     def close(self, state: Literal["finished", "aborted"]) -> bool:
@@ -165,3 +160,13 @@ class SessionContext:
         total = num_tokens + len(self.closing) + 1
         if total > self.max_model_len:
             raise PromptTooLongError(total, self.max_model_len)
+
+
+def check_generate(session_id: str, state: str, already_called: bool, max_tokens: int) -> None:
+    """Raise unless a session in `state` may start `generate()` (once per session)."""
+    if already_called:
+        raise SessionStateError(f"session {session_id}: generate() was already called once")
+    if state != "open":
+        raise SessionStateError(f"session {session_id} is {state}; open a new session")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
