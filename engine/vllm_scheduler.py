@@ -207,6 +207,19 @@ class StreamScheduler(Scheduler):
         del session.block_hashes[cut // self.hash_block_size :]
         session.num_prompt_tokens = cut
         session.num_computed_tokens = cut
+        if cut == 0:
+            # Nothing kept: the request must look new to vLLM. A waiting request with nothing
+            # computed gets a prefix-cache lookup when scheduled, and vLLM asserts that a
+            # request it still tracks (num_cached_block) gets no hits: other sessions may well
+            # have cached this prompt's first blocks. Free it the normal way; the lookup then
+            # hands back whatever the cache still holds, our own old blocks included.
+            freed = len(self.kv_cache_manager.coordinator.single_type_managers[0].req_to_blocks.get(session.request_id, ()))
+            self._free_request_blocks(session)
+            if session in self.kv_holding_waiting:
+                self.kv_holding_waiting.remove_request(session)
+                self.waiting.add_request(session)
+            self._event("replace", session.request_id, keep=keep, cut=cut, freed_blocks=freed)
+            return
         freed = 0
         for manager in self.kv_cache_manager.coordinator.single_type_managers:
             blocks = manager.req_to_blocks[session.request_id]
