@@ -8,8 +8,8 @@ import time
 from fastapi import Request
 
 from app.errors import APIError
-from app.runs import SamplingArgs
-from app.schemas import Sampling
+from app.schemas import SamplingFields
+from engine import Engine, Sampling
 
 
 def require_api_key(request: Request) -> None:
@@ -24,6 +24,16 @@ def require_api_key(request: Request) -> None:
                        "authentication_error", None, "invalid_api_key")
 
 
+def current_engine(request: Request) -> Engine:
+    """The engine to use now, or a 503 while it is dead or restarting (never a half-dead one)."""
+    supervisor = request.app.state.supervisor
+    health = supervisor.health()
+    if not health.ok:
+        raise APIError(503, f"the engine is unavailable: {health.reason}; retry shortly",
+                       "service_unavailable_error", None, "engine_unavailable")
+    return supervisor.engine
+
+
 def check_model(request: Request, model: str | None) -> None:
     served = request.app.state.settings.model_name
     if model not in (None, "", served):
@@ -31,11 +41,9 @@ def check_model(request: Request, model: str | None) -> None:
                        "not_found_error", "model", "model_not_found")
 
 
-def sampling_args(request: Request, body: Sampling) -> SamplingArgs:
-    return SamplingArgs(
-        max_tokens=body.token_limit(request.app.state.settings.max_tokens_default),
-        temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-    )
+def sampling_args(request: Request, body: SamplingFields) -> Sampling:
+    return Sampling(max_tokens=body.token_limit(request.app.state.settings.max_tokens_default),
+                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, ignore_eos=body.ignore_eos)
 
 
 def now() -> float:

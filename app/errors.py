@@ -9,10 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from engine import ConfigError, ContextClosedError, PromptTooLongError, SessionStateError
+from engine import ConfigError, ContextClosedError, EngineDeadError, PromptTooLongError, SessionStateError, StreamRAGError
 
 
-class APIError(Exception):
+class APIError(StreamRAGError):
     """An error answered to the client as OpenAI does."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
@@ -33,6 +33,8 @@ def not_found(what: str, name: str, param: str) -> APIError:
 
 def from_engine_error(error: Exception, param: str | None = None) -> APIError:
     """The engine's typed errors, as the HTTP answers a client can act on."""
+    if isinstance(error, EngineDeadError):
+        return APIError(503, f"the engine died: {error}; retry shortly", "service_unavailable_error", None, "engine_dead")
     if isinstance(error, PromptTooLongError):
         return APIError(400, str(error), param=param, code="context_length_exceeded")
     if isinstance(error, ConfigError):

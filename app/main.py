@@ -1,8 +1,8 @@
 """`create_app(settings)`: the FastAPI app. Heavy objects live on `app.state`, made in lifespan.
 
     app.state.settings    Settings
-    app.state.engine      StreamEngine (vLLM in-process), or RemoteEngine over vLLM servers
-                          when `settings.vllm_urls` is set
+    app.state.supervisor  EngineSupervisor: `.engine` is a StreamEngine (vLLM in-process), or a
+                          VLLMServersEngine when `settings.vllm_urls` is set; restarted if it dies
     app.state.retrieval   Retrieval (embedder + Qdrant) or None when retrieval=false
     app.state.sessions    SessionRegistry of the session API (TTL reaper running)
     app.state.metrics     Metrics (its own Prometheus registry)
@@ -20,7 +20,8 @@ from app.metrics import Metrics
 from app.routes import chat, sessions, system
 from app.session_registry import SessionRegistry
 from app.settings import Settings
-from engine import EngineConfig, StreamEngine
+from app.supervisor import EngineSupervisor
+from engine import Engine, EngineConfig
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -31,18 +32,20 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-def make_engine(settings: Settings):
+def make_engine(settings: Settings) -> Engine:
     """The engine the settings ask for: vLLM servers when URLs are given, else in-process."""
     if settings.vllm_urls:
-        from engine.remote_backend import RemoteEngine
+        from engine.remote import VLLMServersEngine
 
         # The servers' own flags decide block size and max_model_len; the model folder is
         # still needed here, for the tokenizer and chat template.
-        return RemoteEngine(settings.vllm_urls, model=settings.model, cache_dir=settings.cache_dir)
+        return VLLMServersEngine(settings.vllm_urls, model=settings.model, cache_dir=settings.cache_dir)
+    from engine.local import StreamEngine
+
     return StreamEngine(engine_config(settings))
 
 
-def create_app(settings: Settings | None = None, engine: StreamEngine | None = None,
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
                retrieval=None) -> FastAPI:
     """Build the app. `engine` / `retrieval` may be passed in already started (tests share one
     engine across servers); the app then uses them and leaves closing them to the caller."""
@@ -52,9 +55,12 @@ def create_app(settings: Settings | None = None, engine: StreamEngine | None = N
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.metrics = Metrics()
-        app.state.sessions = SessionRegistry(settings.session_ttl_s)
+        app.state.sessions = SessionRegistry(settings.session_ttl_s, settings.max_sessions)
         async with AsyncExitStack() as owned:
-            app.state.engine = engine or await owned.enter_async_context(make_engine(settings))
+            supervisor = EngineSupervisor(lambda: make_engine(settings), engine, restart=settings.restart)
+            await supervisor.start()
+            owned.push_async_callback(supervisor.close)
+            app.state.supervisor = supervisor
             app.state.retrieval = retrieval
             if retrieval is None and settings.retrieval:
                 from app.retrieval import Retrieval

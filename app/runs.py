@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from engine import Chunk, Delta, StreamEngine, StreamSession
+from engine import Delta, Engine, Sampling, Session
 from retrievers import Append, ContextStream, Done, Error, Update
 
 
@@ -58,30 +58,23 @@ class Finish:
 RunEvent = ContextInfo | GateInfo | TokenInfo | Finish
 
 
-@dataclass(frozen=True)
-class SamplingArgs:
-    max_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None
-
-
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
 async def session_run(
-    session: StreamSession, sampling: SamplingArgs, t_request: float,
+    session: Session, sampling: Sampling, t_request: float,
     context: ContextStream | None = None, op: str = "update",
 ) -> AsyncIterator[RunEvent]:
     """Generate from `session`, first feeding it `context` (if given) in mode `op`."""
+    t_opened = getattr(session, "opened_at", t_request)  # stats' times count from the session's opening
     queue: asyncio.Queue = asyncio.Queue()
     tokens = [0, None]  # completion tokens, finish reason
 
     async def feed() -> None:
         async for event in context:
             if isinstance(event, (Append, Update)):
-                chunks = [Chunk(text=c.text, id=c.id, score=c.score) for c in event.chunks]
+                chunks = event.chunks
                 push = session.append if isinstance(event, Append) else session.update
                 receipt = await push(chunks)
                 queue.put_nowait(ContextInfo(
@@ -98,8 +91,7 @@ async def session_run(
     async def decode() -> None:
         reason = await session.wait_gate()
         queue.put_nowait(GateInfo(reason, _ms(time.monotonic() - t_request)))
-        async for delta in session.generate(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                            top_p=sampling.top_p, seed=sampling.seed):
+        async for delta in session.generate(sampling):
             tokens[0] += len(delta.token_ids)
             tokens[1] = delta.finish_reason or tokens[1]
             queue.put_nowait(TokenInfo(delta))
@@ -115,7 +107,7 @@ async def session_run(
             if isinstance(item, BaseException):
                 raise item
             yield item
-        yield Finish(len(session.prompt_token_ids), tokens[0], tokens[1], session_breakdown(session, t_request))
+        yield Finish(len(session.prompt_token_ids), tokens[0], tokens[1], session_breakdown(session, t_request, t_opened))
     finally:
         for task in tasks:
             task.cancel()
@@ -124,35 +116,26 @@ async def session_run(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def session_breakdown(session: StreamSession, t_request: float) -> dict:
-    """The `usage.streamrag` object: where the time to first token went."""
+def session_breakdown(session: Session, t_request: float, t_opened: float) -> dict:
+    """The `usage.streamrag` object: the session's stats (`SessionStats.to_dict()`, the one
+    stats shape) plus where the time to first token went, in ms from the request."""
     s = session.stats
-    since_request = session.opened_at - t_request
+    since_request = t_opened - t_request
     return {
+        **s.to_dict(),
         "session_id": session.id,
-        "gate_reason": s.gate_reason,
         "retrieval_wait_ms": _ms(None if s.t_gate is None else s.t_gate + since_request),
-        "prefilled_before_gate": s.prefilled_before_gate,
-        "reused_tokens": s.reused_tokens,
-        "recomputed_tokens": s.recomputed_tokens,
-        "invalidated_tokens": s.invalidated_tokens,
-        "tail_prefill_tokens": s.tail_tokens,
-        "chunks": s.chunks,
-        "chunks_dropped_late": s.chunks_dropped_late,
         "ttft_from_gate_ms": _ms(s.ttft_from_gate_s),
         "ttft_from_request_ms": _ms(None if s.t_first_token is None else s.t_first_token + since_request),
     }
 
 
 async def completion_run(
-    engine: StreamEngine, prompt_ids: list[int], sampling: SamplingArgs, t_request: float
+    engine: Engine, prompt_ids: list[int], sampling: Sampling, t_request: float
 ) -> AsyncIterator[RunEvent]:
     """A plain completion of a whole prompt (no session, no gate)."""
     count, finish, first = 0, None, None
-    async for delta in engine.complete_stream(
-        prompt_token_ids=prompt_ids, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-        top_p=sampling.top_p, seed=sampling.seed,
-    ):
+    async for delta in engine.complete_stream(prompt_token_ids=prompt_ids, sampling=sampling):
         if first is None and delta.token_ids:
             first = time.monotonic() - t_request
         count += len(delta.token_ids)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import Gate
+from retrievers import Chunk, content_id
 
 
 class GateSpec(BaseModel):
@@ -57,14 +58,15 @@ class Message(BaseModel):
         return self.content or ""
 
 
-class Sampling(BaseModel):
-    """Sampling fields shared by every generating route (OpenAI defaults)."""
+class SamplingFields(BaseModel):
+    """Sampling fields shared by every generating route (OpenAI defaults; `ignore_eos` is vLLM's)."""
 
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
+    ignore_eos: bool = False
     n: int = 1
     stop: str | list[str] | None = None
     stream: bool = False
@@ -92,13 +94,13 @@ class Sampling(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(Sampling):
+class ChatCompletionRequest(SamplingFields):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     retrieval: RetrievalSpec | None = None
 
 
-class CompletionRequest(Sampling):
+class CompletionRequest(SamplingFields):
     model: str | None = None
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
@@ -128,15 +130,21 @@ class ChunkIn(BaseModel):
     id: str | None = None
     text: str = Field(min_length=1)
     score: float | None = None
+    source: str = ""
+
+    def to_chunk(self) -> Chunk:
+        """The one `Chunk`; without an id the content names it (the same text, the same id)."""
+        return Chunk(self.id or content_id(self.text), self.text, self.score, self.source)
 
 
 class ContextPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
     op: Literal["append", "update", "done"]
     chunks: list[ChunkIn] = Field(default_factory=list)
+    last: bool = False  # these chunks end the context (as a following "done")
 
 
-class GenerateRequest(Sampling):
+class GenerateRequest(SamplingFields):
     pass
 
 

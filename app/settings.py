@@ -38,12 +38,14 @@ class Settings(BaseSettings):
     retrieval: bool = True
     embedding_model: str | None = None
     session_ttl_s: float = Field(300.0, gt=0)
+    max_sessions: int = Field(256, ge=1)
     max_model_len: int = Field(8192, ge=64)
     block_size: int = 128
     kv_cache_gib: float = Field(2.0, gt=0)
     policy: Literal["vllm", "fcfs", "lcas", "mcps"] = "fcfs"
     max_tokens_default: int = Field(256, ge=1)
     record_steps: bool = False
+    restart: bool = True  # restart a dead engine (False: exit with status 3 for a process supervisor)
 
     @property
     def model_name(self) -> str:

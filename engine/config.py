@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from engine.errors import ConfigError
-from engine.policies import POLICY_NAMES
 
+# The one place the policy names are written (engine/local/policies.py defines their order).
 Policy = Literal["vllm", "fcfs", "lcas", "mcps"]
+POLICY_NAMES: tuple[str, ...] = get_args(Policy)
 UpdateMode = Literal["lcp", "reopen"]
+UPDATE_MODES: tuple[str, ...] = get_args(UpdateMode)
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,7 @@ class EngineConfig:
                 raise ConfigError(name, f"{getattr(self, name)!r}: use True, False or None (on unless policy is 'vllm')")
         if self.max_piece_tokens is not None and self.max_piece_tokens < 1:
             raise ConfigError("max_piece_tokens", f"{self.max_piece_tokens} must be >= 1 (or None: no limit)")
-        if self.update_mode not in ("lcp", "reopen"):
-            raise ConfigError("update_mode", f"{self.update_mode!r}: use 'lcp' or 'reopen'")
+        check_update_mode(self.update_mode)
 
     @property
     def idle_preemption(self) -> bool:
@@ -108,3 +109,8 @@ class EngineConfig:
     def final_isolation(self) -> bool:
         """`isolate_final` with its default resolved: on for every policy but "vllm"."""
         return self.policy != "vllm" if self.isolate_final is None else self.isolate_final
+
+
+def check_update_mode(mode: str) -> None:
+    if mode not in UPDATE_MODES:
+        raise ConfigError("update_mode", f"{mode!r}: use 'lcp' or 'reopen'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from engine.errors import ConfigError
 from engine.types import GateReason
@@ -37,6 +37,9 @@ class Gate:
             raise ConfigError("gate.max_wait_s", f"{self.max_wait_s} must be >= 0 or None")
         if self.stable_top_k < 1:
             raise ConfigError("gate.stable_top_k", f"{self.stable_top_k} must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @property
     def has_criteria(self) -> bool:

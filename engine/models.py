@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.errors import ModelNotFoundError, ModelNotPreparedError
+
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
 # A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
 # build_tiny_model would write different files (v2: tokenizer without the prefix space).
@@ -43,18 +45,6 @@ TINY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
-
-
-class ModelError(Exception):
-    """A model named in the settings cannot be served."""
-
-
-class ModelNotPreparedError(ModelError):
-    """The model's files are not on disk yet; the message names the command that puts them there."""
-
-
-class ModelNotFoundError(ModelError):
-    """The `model` field names neither a known model nor an existing Hugging Face folder."""
 
 
 def default_cache_dir() -> Path:

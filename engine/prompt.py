@@ -54,6 +54,11 @@ class PromptTemplate:
             raise ValueError("the chat template dropped the user message; cannot place context")
         return RenderedPrompt(prefix_ids=tuple(self.encode(before)), closing_ids=tuple(self.encode(after)))
 
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A plain chat (no context) with the model's chat template, ready for the assistant turn."""
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.encode(text)  # the rendered text carries BOS and role markers itself
+
     def chunk_ids(self, text: str, position: int) -> list[int]:
         """Token ids of the chunk shown at 1-based `position` in the context."""
         return self.encode(f"[{position}] {text.strip()}\n")

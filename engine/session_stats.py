@@ -74,7 +74,7 @@ class StatsRecorder:
         return SessionStats(
             prompt_tokens=prompt_tokens,
             prefilled_before_gate=self.prefilled_before_gate,
-            tail_tokens=prompt_tokens - self.prefilled_before_gate if gate_open else 0,
+            tail_prefill_tokens=prompt_tokens - self.prefilled_before_gate if gate_open else 0,
             reused_tokens=self.reused,
             recomputed_tokens=self.recomputed,
             invalidated_tokens=self.invalidated,

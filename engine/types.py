@@ -1,20 +1,62 @@
-"""Small frozen values that cross the engine's boundary: chunks in, deltas and stats out."""
+"""Small frozen values that cross the engine's boundary: chunks in, sampling in, deltas and stats out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, Protocol
 
 GateReason = Literal["done", "deadline", "criteria"]
+State = Literal["open", "generating", "finished", "aborted"]
+
+
+class ChunkLike(Protocol):
+    """What a session reads of a piece of context. `retrievers.Chunk` is the one concrete class;
+    the engine takes any object with these attributes, so retrieved chunks need no conversion.
+    `score` feeds `Gate(min_score=...)`; `id` feeds `Gate(stable_updates=...)`."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def score(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """One piece of retrieved context. `score` feeds `Gate(min_score=...)`."""
+class Sampling:
+    """How an answer is sampled; every backend and every surface takes this one value.
 
-    text: str
-    id: str | None = None
-    score: float | None = None
+    temperature 0 is greedy (exact: the same engine gives the same tokens). `seed` makes a
+    non-greedy answer repeatable. `ignore_eos` keeps generating past the end-of-sequence
+    token (benchmarks and exactness tests that need a fixed length).
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        from engine.errors import ConfigError
+
+        if self.max_tokens < 1:
+            raise ConfigError("max_tokens", f"{self.max_tokens} must be >= 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError("temperature", f"{self.temperature} must be in [0, 2]")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("top_p", f"{self.top_p} must be in (0, 1]")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise ConfigError("seed", f"{self.seed} does not fit in 64 bits")
+
+    def with_max_tokens(self, limit: int) -> Sampling:
+        """The same sampling with `max_tokens` capped at `limit` (what the context leaves)."""
+        return self if self.max_tokens <= limit else Sampling(**{**asdict(self), "max_tokens": max(1, limit)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -37,7 +79,7 @@ class Delta:
 
 @dataclass(frozen=True)
 class Completion:
-    """Result of a one-shot `StreamEngine.complete`."""
+    """Result of a one-shot `Engine.complete`."""
 
     text: str
     token_ids: tuple[int, ...]
@@ -49,37 +91,50 @@ class Completion:
 class SessionStats:
     """Token and time accounting of one session. Times are seconds since `open_session`.
 
-    prefilled_before_gate: prompt tokens vLLM had finished prefilling when the gate opened.
-    tail_tokens: prompt tokens sent after the gate (undelivered chunks + closing template);
-        together with one decode step they are the TTFT floor.
+    prefilled_before_gate: prompt tokens the model had finished prefilling when the gate opened.
+    tail_prefill_tokens: prompt tokens sent after the gate (undelivered chunks + closing
+        template); together with one decode step they are the TTFT floor.
     reused_tokens / recomputed_tokens / invalidated_tokens: update-mode accounting (LCP
         reuse, tokens prefilled a second time, KV thrown away; see engine/session_stats.py);
         zero in pure append mode.
-    updates / replaces: rankings received, and replaces that reached vLLM (fewer when
+    updates / replaces: rankings received, and replaces that reached the model (fewer when
         updates arriving during a prefill were coalesced).
+
+    `to_dict()` is the one JSON shape of stats (HTTP answers, benchmark files); `from_dict`
+    reads it back.
     """
 
-    prompt_tokens: int
-    prefilled_before_gate: int
-    tail_tokens: int
-    reused_tokens: int
-    recomputed_tokens: int
-    invalidated_tokens: int
-    updates: int
-    replaces: int
-    chunks: int
-    chunks_dropped_late: int
-    gate_reason: GateReason | None
-    t_chunks: tuple[float, ...]
-    t_gate: float | None
-    t_first_token: float | None
-    generated_tokens: int
+    prompt_tokens: int = 0
+    prefilled_before_gate: int = 0
+    tail_prefill_tokens: int = 0
+    reused_tokens: int = 0
+    recomputed_tokens: int = 0
+    invalidated_tokens: int = 0
+    updates: int = 0
+    replaces: int = 0
+    chunks: int = 0
+    chunks_dropped_late: int = 0
+    gate_reason: GateReason | None = None
+    t_chunks: tuple[float, ...] = ()
+    t_gate: float | None = None
+    t_first_token: float | None = None
+    generated_tokens: int = 0
 
     @property
     def ttft_from_gate_s(self) -> float | None:
         if self.t_gate is None or self.t_first_token is None:
             return None
         return self.t_first_token - self.t_gate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "t_chunks": list(self.t_chunks)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionStats:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["t_chunks"] = tuple(values.get("t_chunks") or ())
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -98,3 +153,11 @@ class PreemptionStats:
     @property
     def total(self) -> int:
         return sum(self.by_mode.values())
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether an engine can serve now; `reason` says why not (shown by /health)."""
+
+    ok: bool
+    reason: str | None = None

@@ -2,12 +2,11 @@
 
     python -m eval.http_overhead [--model default] [--prompt-tokens 512] [--max-tokens 64]
 
-One engine, one run. The app (real uvicorn on 127.0.0.1, SSE through sse-starlette) serves
-that same engine on the same event loop; each repeat times the same prompt once straight on
-the engine (`complete_stream`) and once through `POST /v1/completions` with `stream: true`,
-read with httpx, alternating so that drift hits both. The prompt is fresh random ids per
-repeat, identical for both paths... except that the second path would then hit vLLM's
-prefix cache: so each path gets its own random prompt of the same length.
+Two engines of the same config, measured one after the other: one in this process, one behind
+`streamrag serve` (a child process on 127.0.0.1, SSE through sse-starlette). Each repeat times
+a completion straight on the in-process engine (`complete_stream`) and one through `POST
+/v1/completions` with `stream: true`, read by `StreamRAGClient`, alternating so that drift hits
+both. Each gets its own fresh random prompt of the same length, so no prefix cache helps.
 Targets (issue): <= 5 ms added to TTFT, <= 1 ms added per output token.
 Writes <out>/http-overhead.json.
 """
@@ -22,20 +21,22 @@ import statistics
 import time
 from pathlib import Path
 
-import httpx
 from tqdm import tqdm
 
-from app.main import create_app
-from app.settings import Settings
-from engine import EngineConfig, StreamEngine
+from engine import EngineConfig, Sampling, StreamEngine
+from eval.server_process import StreamRAGServerProcess
+from integrations.http_client import StreamRAGClient
 
 
-async def _in_process(engine, prompt, max_tokens) -> tuple[float, float]:
+async def _timed(engine, prompt, max_tokens) -> tuple[float, float]:
+    """(TTFT, time per output token) of one completion on `engine` (in-process or a client)."""
     t0 = time.perf_counter()
     first = last = None
     n = 0
-    async for delta in engine.complete_stream(prompt_token_ids=prompt, max_tokens=max_tokens,
-                                              temperature=0.0, ignore_eos=True):
+    sampling = Sampling(max_tokens=max_tokens, ignore_eos=True)
+    async for delta in engine.complete_stream(prompt_token_ids=prompt, sampling=sampling):
+        if not delta.token_ids:
+            continue
         now = time.perf_counter()
         first = first or now
         last = now
@@ -43,51 +44,29 @@ async def _in_process(engine, prompt, max_tokens) -> tuple[float, float]:
     return first - t0, (last - first) / max(n - 1, 1)
 
 
-async def _http(client: httpx.AsyncClient, prompt, max_tokens) -> tuple[float, float]:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    t0 = time.perf_counter()
-    first = last = None
-    n = 0
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line.endswith("[DONE]"):
-                continue
-            ids = json.loads(line[5:])["choices"][0]["token_ids"]
-            if not ids:
-                continue
-            now = time.perf_counter()
-            first = first or now
-            last = now
-            n += len(ids)
-    return first - t0, (last - first) / max(n - 1, 1)
-
-
 async def main_async(args) -> dict:
-    import uvicorn
-
     rng = random.Random(args.seed)
-    config = EngineConfig(model=args.model, max_model_len=args.prompt_tokens + args.max_tokens + 64)
-    async with StreamEngine(config) as engine:
-        settings = Settings(model=args.model, retrieval=False, max_model_len=config.max_model_len)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, engine=engine), host="127.0.0.1",
-                                               port=0, log_level="warning"))
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        vocab = len(engine.tokenizer)
-        results = {"in-process": [], "http+sse": []}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    max_model_len = args.prompt_tokens + args.max_tokens + 64
+    config = EngineConfig(model=args.model, max_model_len=max_model_len)
+    server = StreamRAGServerProcess(Path(args.out) / "server.log", (
+        "--model", args.model, "--no-retrieval", "--max-model-len", str(max_model_len)))
+    server.start()
+    try:
+        await server.wait_ready()
+        async with StreamEngine(config) as engine, StreamRAGClient(server.url, timeout_s=120) as client:
+            vocab = len(engine.tokenizer)
+            results = {"in-process": [], "http+sse": []}
+
             def fresh():
                 return [rng.randrange(100, vocab) for _ in range(args.prompt_tokens)]
 
-            await _http(client, fresh(), 4)  # warm-up both paths
-            await _in_process(engine, fresh(), 4)
+            await _timed(client, fresh(), 4)  # warm-up both paths
+            await _timed(engine, fresh(), 4)
             for _ in tqdm(range(args.repeats), desc="http overhead", unit="pair"):
-                results["in-process"].append(await _in_process(engine, fresh(), args.max_tokens))
-                results["http+sse"].append(await _http(client, fresh(), args.max_tokens))
-        server.should_exit = True
-        await serving
+                results["in-process"].append(await _timed(engine, fresh(), args.max_tokens))
+                results["http+sse"].append(await _timed(client, fresh(), args.max_tokens))
+    finally:
+        server.stop()
     summary = {name: {"ttft_ms": statistics.median(r[0] for r in runs) * 1000,
                       "tpot_ms": statistics.median(r[1] for r in runs) * 1000}
                for name, runs in results.items()}

@@ -35,7 +35,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from engine import EngineConfig, StreamEngine
+from engine import EngineConfig, Sampling, StreamEngine
 from integrations.llamaindex import StoreRetriever, StreamingQueryEngine, StreamRAGLLM
 from retrievers import Embedder, QdrantStore, ingest, write_python_docs
 
@@ -82,7 +82,7 @@ async def run_streamrag(llm, fusion, question) -> dict:
             ttft = time.perf_counter() - t0
     stats = response.metadata["streamrag_session"].stats
     return {"ttft_s": ttft, "after_retrieval_s": ttft - stats.t_gate, "prompt_tokens": stats.prompt_tokens,
-            "prefilled_before_gate": stats.prefilled_before_gate, "tail_tokens": stats.tail_tokens}
+            "prefilled_before_gate": stats.prefilled_before_gate, "tail_tokens": stats.tail_prefill_tokens}
 
 
 async def run_one_shot(engine: StreamEngine, fusion, question, max_tokens) -> dict:
@@ -95,7 +95,7 @@ async def run_one_shot(engine: StreamEngine, fusion, question, max_tokens) -> di
         prompt += engine.template.chunk_ids(node.node.get_content(), i + 1)
     prompt += rendered.closing_ids
     ttft = None
-    async for delta in engine.complete_stream(prompt_token_ids=prompt, max_tokens=max_tokens):
+    async for delta in engine.complete_stream(prompt_token_ids=prompt, sampling=Sampling(max_tokens=max_tokens)):
         if ttft is None and delta.token_ids:
             ttft = time.perf_counter() - t0
     return {"ttft_s": ttft, "after_retrieval_s": ttft - retrieval, "prompt_tokens": len(prompt),

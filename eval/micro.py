@@ -33,7 +33,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine import Chunk, EngineConfig, StreamEngine
+from engine import EngineConfig, Sampling, StreamEngine
+from retrievers import Chunk
 
 WORDS = (
     "the cache holds keys and values for every token so that decoding never recomputes them "
@@ -76,7 +77,7 @@ async def _session_events(engine, session, events, gap_s: float, op: str) -> flo
         await (session.append(event) if op == "append" else session.update(event))
     t_last = time.perf_counter()
     await session.finish_context()
-    return await _first_token(session.generate(max_tokens=1), t_last)
+    return await _first_token(session.generate(Sampling(max_tokens=1)), t_last)
 
 
 def _computed(engine, session_id: str) -> int:
@@ -84,14 +85,14 @@ def _computed(engine, session_id: str) -> int:
 
 
 async def run_stream(engine, shape, text, args, update_mode="lcp"):
-    session = engine.open_session(question=question(text), update_mode=update_mode)
+    session = await engine.open_session(question=question(text), update_mode=update_mode)
     if args.mode == "append":
         events = [[chunk_of(engine, text, args.tokens)] for _ in range(args.chunks)]
         ttft = await _session_events(engine, session, events, args.gap_ms / 1000, "append")
     else:
         ttft = await _session_events(engine, session, rankings(engine, shape, text, args), args.gap_ms / 1000, "update")
     s = session.stats
-    return {"ttft_s": ttft, "prompt_tokens": s.prompt_tokens, "tokens_after_gate": s.tail_tokens,
+    return {"ttft_s": ttft, "prompt_tokens": s.prompt_tokens, "tokens_after_gate": s.tail_prefill_tokens,
             "computed_tokens": _computed(engine, session.id), "recomputed_tokens": s.recomputed_tokens}
 
 
@@ -115,13 +116,13 @@ async def run_one_shot(engine, shape, text, args):
         prompt += engine.template.chunk_ids(c.text, i + 1)
     prompt += rendered.closing_ids
     t_last = time.perf_counter()
-    ttft = await _first_token(engine.complete_stream(prompt_token_ids=prompt, max_tokens=1), t_last)
+    ttft = await _first_token(engine.complete_stream(prompt_token_ids=prompt, sampling=Sampling(max_tokens=1)), t_last)
     return {"ttft_s": ttft, "prompt_tokens": len(prompt), "tokens_after_gate": len(prompt),
             "computed_tokens": len(prompt), "recomputed_tokens": 0}
 
 
 async def run_floor(engine, shape, text, args):
-    session = engine.open_session(question=question(text))
+    session = await engine.open_session(question=question(text))
     for _ in range(args.chunks - 1):
         await session.append([chunk_of(engine, text, args.tokens)])
     await session.wait_prefilled()
@@ -129,9 +130,9 @@ async def run_floor(engine, shape, text, args):
     t_last = time.perf_counter()
     await session.append([last])
     await session.finish_context()
-    ttft = await _first_token(session.generate(max_tokens=1), t_last)
+    ttft = await _first_token(session.generate(Sampling(max_tokens=1)), t_last)
     s = session.stats
-    return {"ttft_s": ttft, "prompt_tokens": s.prompt_tokens, "tokens_after_gate": s.tail_tokens,
+    return {"ttft_s": ttft, "prompt_tokens": s.prompt_tokens, "tokens_after_gate": s.tail_prefill_tokens,
             "computed_tokens": _computed(engine, session.id), "recomputed_tokens": 0}
 
 

@@ -28,11 +28,12 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from eval.machine import CpuMeter, CpuShare, wait_for_quiet
+from eval.machine import CpuMeter, wait_for_quiet
 from eval.metrics import QueryResult
+from eval.pressure_report import PressureRun, build_report, format_table, plot
 from eval.systems import run_query
 from eval.texts import materialize
 from eval.trace import Trace, TraceQuery
@@ -41,9 +42,7 @@ from eval.workloads import Scaling, generate
 # (name, policy, preempt_idle): vLLM's own behaviour first, the baseline of every ratio.
 CONFIGS = (("vllm", "vllm", False),) + tuple(
     (f"{p}{'+preempt' if pre else ''}", p, pre) for p in ("fcfs", "lcas", "mcps") for pre in (False, True))
-BASELINE = "vllm"
 STRETCH = {"crawler": 10.0, "anns": 30.0}  # the paper's memory-pressure factors
-PCTS = (50, 95, 99)
 
 
 def stretch(trace: Trace, factor: float) -> Trace:
@@ -52,23 +51,6 @@ def stretch(trace: Trace, factor: float) -> Trace:
         first = q.events[0].t_s
         return replace(q, events=tuple(replace(e, t_s=round(first + (e.t_s - first) * factor, 4)) for e in q.events))
     return Trace(tuple(one(q) for q in trace.queries), {**trace.meta, "stretch": factor})
-
-
-@dataclass(frozen=True)
-class PressureRun:
-    """One configuration over the whole trace."""
-
-    name: str
-    results: tuple[QueryResult, ...]  # starved ones: finished=False, error starting "starved"
-    completion_s: float  # first arrival -> every query finished or given up on
-    preemptions: dict  # engine.preemption_stats() over the pass
-    computed_vllm: int | None  # prompt tokens vLLM scheduled in the pass (its own ledger)
-    stalled_s: float  # no scheduler step for >= 1 s while some query waited for its first token
-    kv_full_share: float  # share of the pass with >= 95% of the KV blocks in use
-    leaked_blocks: int
-    cpu: CpuShare
-    waited_s: float = 0.0
-    startup_s: float | None = None
 
 
 async def run_config(engine, name: str, trace: Trace, timeout_s: float, quiet_s: float = 0.0,
@@ -139,8 +121,7 @@ def pressure_trace(workload: str, queries: int, qps: float, factor: float, seed:
 
 
 async def run_all(args) -> dict:
-    from engine import EngineConfig, StreamEngine
-    from eval.pressure_report import build_report
+    from engine import EngineConfig, Sampling, StreamEngine
 
     scaling = Scaling(args.size_factor, args.time_factor, args.max_context)
     trace = pressure_trace(args.workload, args.queries, args.qps, args.stretch, args.seed, scaling)
@@ -154,7 +135,7 @@ async def run_all(args) -> dict:
         started = time.perf_counter()
         async with StreamEngine(config) as engine:
             startup = time.perf_counter() - started
-            await engine.complete(prompt_token_ids=list(range(100, 400)), max_tokens=1)  # warm-up
+            await engine.complete(prompt_token_ids=list(range(100, 400)), sampling=Sampling(max_tokens=1))  # warm-up
             print(f"{name}: engine up in {startup:.0f} s; replaying {len(trace.queries)} queries", flush=True)
             run = await run_config(engine, name, trace, args.timeout, args.wait_quiet, nonce=10_000 * (i + 1))
             runs.append(replace(run, startup_s=round(startup, 1)))
@@ -190,7 +171,6 @@ def main(argv=None) -> None:
     if args.quick:
         args.queries, args.timeout = min(args.queries, 8), min(args.timeout, 10.0)
         args.configs = ["vllm", "fcfs+preempt"]
-    from eval.pressure_report import format_table, plot
 
     report = asyncio.run(run_all(args))
     out = Path(args.out)

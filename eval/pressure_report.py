@@ -9,12 +9,32 @@ The table and the plot are made from the JSON alone, so they can be redrawn from
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eval.metrics import QueryResult, percentile
-from eval.pressure import BASELINE, PCTS, PressureRun
+from eval.machine import CpuShare
 from eval.trace import Trace
+
+BASELINE = "vllm"  # vLLM's own order: the baseline of every ratio
+PCTS = (50, 95, 99)
+
+
+@dataclass(frozen=True)
+class PressureRun:
+    """One configuration over the whole trace."""
+
+    name: str
+    results: tuple[QueryResult, ...]  # starved ones: finished=False, error starting "starved"
+    completion_s: float  # first arrival -> every query finished or given up on
+    preemptions: dict  # engine.preemption_stats() over the pass
+    computed_vllm: int | None  # prompt tokens vLLM scheduled in the pass (its own ledger)
+    stalled_s: float  # no scheduler step for >= 1 s while some query waited for its first token
+    kv_full_share: float  # share of the pass with >= 95% of the KV blocks in use
+    leaked_blocks: int
+    cpu: CpuShare
+    waited_s: float = 0.0
+    startup_s: float | None = None
 
 
 def starved(r: QueryResult) -> bool:

@@ -11,7 +11,7 @@ a salted system prompt per run so no run reuses another's blocks) on the same se
 separate passes per load level (eval/systems.py):
 
   one-shot   waits for the last page, then sends the whole prompt as one streamed request;
-  streamrag  one `RemoteSession` per query: each page warms the session's replica's prefix
+  streamrag  one `VLLMServersSession` per query: each page warms the session's replica's prefix
              cache as it arrives, and the final request computes only what is not cached.
 
 Reuse is the servers' own numbers: per streamrag query, the final request's `cached_tokens`;
@@ -32,8 +32,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from engine.models import resolve_model
-from engine.remote_backend import RemoteEngine
-from engine.server_process import VllmServerProcess
+from engine.remote import VLLMServersEngine
+from eval.server_process import VllmServerProcess
 from eval.metrics import summarize
 from eval.systems import run_query
 from eval.texts import materialize
@@ -45,25 +45,25 @@ SYSTEMS = ("one-shot", "streamrag")
 class _Recording:
     """The engine, remembering the sessions a pass opens (for their server-side records)."""
 
-    def __init__(self, engine: RemoteEngine) -> None:
+    def __init__(self, engine: VLLMServersEngine) -> None:
         self._engine = engine
         self.sessions = []
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def open_session(self, **kwargs):
-        session = self._engine.open_session(**kwargs)
+    async def open_session(self, **kwargs):
+        session = await self._engine.open_session(**kwargs)
         self.sessions.append(session)
         return session
 
 
-async def _cache_counters(engine: RemoteEngine) -> tuple[float, float]:
+async def _cache_counters(engine: VLLMServersEngine) -> tuple[float, float]:
     metrics = (await engine.server_metrics()).values()
     return (sum(m.prefix_cache_hits or 0 for m in metrics), sum(m.prefix_cache_queries or 0 for m in metrics))
 
 
-async def run_pass(engine: RemoteEngine, system: str, qps: float, trace, queries, nonce: int,
+async def run_pass(engine: VLLMServersEngine, system: str, qps: float, trace, queries, nonce: int,
                    max_tokens: int) -> dict:
     # Poisson arrivals: the same schedule for both systems at one load (as eval/replay.py).
     arrivals = {q.id: q.arrival_s for q in trace.with_poisson_arrivals(qps, trace.meta["seed"]).queries}
@@ -104,7 +104,7 @@ async def bench(args: argparse.Namespace) -> dict:
         urls = [s.url for s in servers]
     try:
         await asyncio.gather(*(s.wait_ready() for s in servers))
-        async with RemoteEngine(urls, model=args.model) as engine:
+        async with VLLMServersEngine(urls, model=args.model) as engine:
             trace = generate("crawler", args.queries, seed=args.seed)
             queries = materialize(trace, engine.template)
             nonce = random.Random().randrange(10**6) * 1000

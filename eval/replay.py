@@ -21,7 +21,7 @@ The run, in order (one model, one trace for everything):
 Systems run in separate passes rather than interleaved, so each sees only its own load, and
 with salted system prompts (eval/texts.py), so none reuses another's cached blocks.
 
-An engine is a started `StreamEngine` (tests hand in theirs) or a `RemoteEngine`. The
+An engine is a started `StreamEngine` (tests hand in theirs) or a `StreamRAGClient` of a server. The
 metadata records each system's engine (`meta["engines"]`, with its policy) and, as
 `meta["engine"]`, the baseline engine's.
 """
@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from eval.machine import CpuMeter, CpuShare, wait_for_quiet
 from eval.metrics import QueryResult
-from eval.remote import RemoteEngine
+from integrations.http_client import StreamRAGClient
 from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
 from eval.texts import materialize
 from eval.trace import Trace
@@ -97,7 +97,7 @@ async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[
     nonces = _Nonces()
     measure_floor = _floor_path(engine)
     # Each engine has its own scheduler ledger; a pass reads the one of the engine it ran on.
-    ledgers = {id(e): _LedgerTail(e) for e in distinct if not isinstance(e, RemoteEngine)}
+    ledgers = {id(e): _LedgerTail(e) for e in distinct if not isinstance(e, StreamRAGClient)}
     total = len(queries) * (1 + len(systems) * len(qps_levels))
     with tqdm(total=total, disable=not progress, unit="query", dynamic_ncols=True) as bar:
         for e in distinct:  # warm-up, so that no engine's first pass pays for its first query
@@ -229,12 +229,12 @@ def _engines_by_system(engines, systems: tuple[str, ...]) -> tuple[dict, object]
 
 
 def _floor_path(engine):
-    return floor_warmed if isinstance(engine, RemoteEngine) else floor
+    return floor_warmed if isinstance(engine, StreamRAGClient) else floor
 
 
 def _engine_meta(engine) -> dict:
-    if isinstance(engine, RemoteEngine):
-        return {"server": engine.url, "model": engine.model}
+    if isinstance(engine, StreamRAGClient):
+        return {"server": engine.base_url, "model": engine.model_name}
     return {**asdict(engine.config), "model_path": str(engine.model_path)}
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine import Chunk, EngineConfig, StreamEngine
+from engine import EngineConfig, Sampling, StreamEngine
+from retrievers import Chunk
 
 
 async def measure(policy: str, args) -> dict:
@@ -29,18 +30,18 @@ async def measure(policy: str, args) -> dict:
     async with StreamEngine(config) as engine:
         idle = []
         for i in tqdm(range(args.sessions), desc=f"{policy}: opening idle sessions", unit="session"):
-            session = engine.open_session(question=f"idle session {i}")
-            await session.append([Chunk(text=f"passage {i} " * 8)])
+            session = await engine.open_session(question=f"idle session {i}")
+            await session.append([Chunk(id=f"p{i}", text=f"passage {i} " * 8)])
             idle.append(session)
         for session in idle:
             await session.wait_prefilled()
         first_step = len(engine.ledger.step_records())
-        active = engine.open_session(question="the active one")
+        active = await engine.open_session(question="the active one")
         for i in range(args.chunks):
-            await active.append([Chunk(text=f"chunk {i} " * 40)])
+            await active.append([Chunk(id=f"c{i}", text=f"chunk {i} " * 40)])
             await active.wait_prefilled()
         await active.finish_context()
-        async for _ in active.generate(max_tokens=args.decode, ignore_eos=True):
+        async for _ in active.generate(Sampling(max_tokens=args.decode, ignore_eos=True)):
             pass
         steps = [r for r in engine.ledger.step_records()[first_step:] if r.get("waiting", 0) >= args.sessions]
         for session in idle:

@@ -1,6 +1,6 @@
 """The systems a replay compares, and the per-query TTFT floor.
 
-Each system plays one query against an engine (a `StreamEngine`, or `RemoteEngine` for a
+Each system plays one query against an engine (a `StreamEngine`, or a `StreamRAGClient` for a
 server) on a shared clock, and returns a `QueryResult`:
 
   one-shot       non-streaming: tokenize chunks as they come, wait for the last event, then
@@ -26,6 +26,8 @@ import asyncio
 import time
 from contextlib import aclosing
 
+from engine import Sampling
+from engine.session_context import common_prefix_len
 from eval.metrics import QueryResult
 from eval.texts import ReplayEvent, ReplayQuery, salted_system
 
@@ -56,7 +58,7 @@ async def _one_shot(engine, q: ReplayQuery, nonce: int, max_tokens: int) -> Quer
     t_last = time.perf_counter()
     ids = list(rendered.prefix_ids) + [t for p in pieces for t in p] + list(rendered.closing_ids)
     t_first, t_done = await _first_token(
-        engine.complete_stream(prompt_token_ids=ids, max_tokens=max_tokens, ignore_eos=True))
+        engine.complete_stream(prompt_token_ids=ids, sampling=Sampling(max_tokens=max_tokens, ignore_eos=True)))
     return QueryResult(q.id, BASELINE, True, len(ids), t_start, t_last, t_first, t_done,
                        prefilled=len(ids), tail_tokens=len(ids))
 
@@ -64,13 +66,13 @@ async def _one_shot(engine, q: ReplayQuery, nonce: int, max_tokens: int) -> Quer
 async def _session(engine, q: ReplayQuery, nonce: int, mode: str, system: str,
                    max_tokens: int) -> QueryResult:
     t_start = time.perf_counter()
-    session = engine.open_session(question=q.question, system=salted_system(nonce), update_mode=mode)
+    session = await engine.open_session(question=q.question, system=salted_system(nonce), update_mode=mode)
     try:
         for i, event in enumerate(q.events, 1):
             await _sleep_until(t_start + event.t_s)
             await _deliver(session, event, last=i == len(q.events))
         t_last = time.perf_counter()  # after tokenizing the last event, as for one-shot
-        t_first, t_done = await _first_token(session.generate(max_tokens=max_tokens, ignore_eos=True))
+        t_first, t_done = await _first_token(session.generate(Sampling(max_tokens=max_tokens, ignore_eos=True)))
     finally:
         await session.abort()  # a no-op once finished; frees the KV if anything failed
     return _from_stats(q.id, system, session, t_start, t_last, t_first, t_done)
@@ -78,7 +80,7 @@ async def _session(engine, q: ReplayQuery, nonce: int, mode: str, system: str,
 
 async def floor(engine, q: ReplayQuery, nonce: int) -> QueryResult:
     """The TTFT floor of `q` on an idle in-process engine (see the module docstring)."""
-    session = engine.open_session(question=q.question, system=salted_system(nonce), update_mode="lcp")
+    session = await engine.open_session(question=q.question, system=salted_system(nonce), update_mode="lcp")
     try:
         t_start = time.perf_counter()
         for event in q.events[:-1]:
@@ -86,7 +88,7 @@ async def floor(engine, q: ReplayQuery, nonce: int) -> QueryResult:
         await session.wait_prefilled()
         t_last = time.perf_counter()
         await _deliver(session, q.events[-1], last=True)
-        t_first, t_done = await _first_token(session.generate(max_tokens=1))
+        t_first, t_done = await _first_token(session.generate(Sampling(max_tokens=1)))
     finally:
         await session.abort()
     return _from_stats(q.id, "floor", session, t_start, t_last, t_first, t_done)
@@ -102,12 +104,12 @@ async def floor_warmed(engine, q: ReplayQuery, nonce: int) -> QueryResult:
         pieces = _context_ids(engine.template, pieces, event)
     before = list(rendered.prefix_ids) + [t for p in pieces for t in p]
     t_start = time.perf_counter()
-    await _first_token(engine.complete_stream(prompt_token_ids=before, max_tokens=1))
+    await _first_token(engine.complete_stream(prompt_token_ids=before, sampling=Sampling(max_tokens=1)))
     pieces = _context_ids(engine.template, pieces, q.events[-1])
     ids = list(rendered.prefix_ids) + [t for p in pieces for t in p] + list(rendered.closing_ids)
     t_last = time.perf_counter()
-    t_first, t_done = await _first_token(engine.complete_stream(prompt_token_ids=ids, max_tokens=1))
-    lcp = next((i for i, (a, b) in enumerate(zip(before, ids)) if a != b), min(len(before), len(ids)))
+    t_first, t_done = await _first_token(engine.complete_stream(prompt_token_ids=ids, sampling=Sampling(max_tokens=1)))
+    lcp = common_prefix_len(before, ids)
     return QueryResult(q.id, "floor", True, len(ids), t_start, t_last, t_first, t_done,
                        prefilled=len(ids), tail_tokens=len(ids) - lcp)
 
@@ -121,7 +123,7 @@ async def full_prefill(engine, q: ReplayQuery, nonce: int) -> float:
         pieces = _context_ids(engine.template, pieces, event)
     ids = list(rendered.prefix_ids) + [t for p in pieces for t in p] + list(rendered.closing_ids)
     t0 = time.perf_counter()
-    t_first, _ = await _first_token(engine.complete_stream(prompt_token_ids=ids, max_tokens=1))
+    t_first, _ = await _first_token(engine.complete_stream(prompt_token_ids=ids, sampling=Sampling(max_tokens=1)))
     return t_first - t0
 
 
@@ -159,7 +161,7 @@ def _from_stats(query_id, system, session, t_start, t_last, t_first, t_done) -> 
         query_id, system, True, s.prompt_tokens, t_start, t_last, t_first, t_done,
         prefilled=s.prompt_tokens + s.invalidated_tokens, reused=s.reused_tokens,
         recomputed=s.recomputed_tokens, invalidated=s.invalidated_tokens,
-        tail_tokens=s.tail_tokens, updates=s.updates, replaces=s.replaces,
+        tail_tokens=s.tail_prefill_tokens, updates=s.updates, replaces=s.replaces,
     )
 
 

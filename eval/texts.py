@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from engine import Chunk
+from retrievers import Chunk
 from engine.prompt import DEFAULT_SYSTEM
 from eval.trace import Op, Trace, TraceChunk
 

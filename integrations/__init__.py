@@ -6,7 +6,7 @@ framework, so `import integrations` pays for neither.
 
 from integrations.client import ChatDelta, EngineClient, Usage
 from integrations.context_feed import ContextFeed, FeedEvent, active_feed, feeding
-from integrations.remote import RemoteEngine, RemoteError, RemoteSession
+from integrations.http_client import ClientSession, ServerError, StreamRAGClient
 from integrations.blocking import call_blocking, iterate_blocking
 from integrations.runner import EngineLoopError, EngineRunner
 from integrations.session_handle import SessionHandle
@@ -14,15 +14,15 @@ from integrations.streaming_query import StreamingQuery
 
 __all__ = [
     "ChatDelta",
+    "ClientSession",
     "ContextFeed",
     "EngineClient",
     "EngineLoopError",
     "EngineRunner",
     "FeedEvent",
-    "RemoteEngine",
-    "RemoteError",
-    "RemoteSession",
+    "ServerError",
     "SessionHandle",
+    "StreamRAGClient",
     "StreamingQuery",
     "Usage",
     "active_feed",

@@ -18,7 +18,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Gate, StreamEngine
+from engine import Gate, Sampling, StreamEngine
+from integrations.http_client import sampling_body
 from integrations.runner import EngineRunner
 from integrations.session_handle import SessionHandle
 
@@ -82,11 +83,8 @@ class EngineClient:
         return SessionHandle(self.runner.call_sync(lambda: self._open(question, system, gate)), self.runner)
 
     async def _open(self, question: str, system: str | None, gate: Gate | None) -> Any:
-        # On the engine's loop: StreamSession creates its queues and tasks on the running loop.
-        engine = self.runner.engine
-        if self.runner.is_remote:
-            return await engine.open_session(question=question, system=system, gate=gate)
-        return engine.open_session(question=question, system=system, gate=gate)
+        # On the engine's loop: a session creates its queues and tasks on the running loop.
+        return await self.runner.engine.open_session(question=question, system=system, gate=gate)
 
     # -- plain chat -----------------------------------------------------------------------
     def chat_stream(self, messages: Messages, *, stop: Sequence[str] | None = None,
@@ -101,12 +99,12 @@ class EngineClient:
     async def _chat_on_loop(self, messages: list, stop: Sequence[str] | None, sampling: dict) -> AsyncIterator[ChatDelta]:
         # On the engine's loop. Returning early (a stop string) closes the engine's stream,
         # which aborts the request.
-        sampling = {k: v for k, v in sampling.items() if v is not None}
+        sampling = Sampling(**{k: v for k, v in sampling.items() if v is not None})
         engine = self.runner.engine
         if self.runner.is_remote:
             # Stop strings stay on this side: the server refuses them (its sessions have none).
             body = {"model": engine.model_name, "messages": messages, "stream": True,
-                    "stream_options": {"include_usage": True}, **sampling}
+                    "stream_options": {"include_usage": True}, **sampling_body(sampling)}
             stops = _StopFilter(stop, prompt_tokens=0)
             finish, usage = None, None
             async with aclosing(engine.events("/v1/chat/completions", body)) as events:
@@ -124,10 +122,9 @@ class EngineClient:
                                 return
             yield stops.filter(ChatDelta("", 0, finish or "stop", usage or Usage(0, stops.generated)))
             return
-        text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = engine.template.encode(text)  # the rendered text carries BOS and role markers itself
+        ids = engine.template.chat_ids(messages)
         stops = _StopFilter(stop, prompt_tokens=len(ids))
-        async with aclosing(engine.complete_stream(prompt_token_ids=ids, **sampling)) as deltas:
+        async with aclosing(engine.complete_stream(prompt_token_ids=ids, sampling=sampling)) as deltas:
             async for delta in deltas:
                 out = stops.filter(ChatDelta(delta.text, len(delta.token_ids), delta.finish_reason))
                 yield out

@@ -30,7 +30,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine import Chunk as EngineChunk
 from integrations.session_handle import SessionHandle
 from retrievers.events import Chunk
 from retrievers.fusion import reciprocal_rank_fusion
@@ -164,7 +163,7 @@ class ContextFeed:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a sync retriever on a plain thread: push right here, in order
-            receipt = self.session.push_sync(op, [_engine_chunk(c) for c in chunks])
+            receipt = self.session.push_sync(op, chunks)
             self._record(op, chunks, source, receipt)
             return
         if self._worker is None:
@@ -179,7 +178,7 @@ class ContextFeed:
             op, chunks, source = item
             try:
                 call = self.session.append if op == "append" else self.session.update
-                receipt = await call([_engine_chunk(c) for c in chunks])
+                receipt = await call(chunks)
                 event = self._record(op, chunks, source, receipt)
                 if self._on_event is not None:
                     await self._on_event(event)
@@ -199,6 +198,3 @@ def _unique(chunks: Sequence[Chunk]) -> list[Chunk]:
     seen: set[str] = set()
     return [c for c in chunks if not (c.id in seen or seen.add(c.id))]
 
-
-def _engine_chunk(chunk: Chunk) -> EngineChunk:
-    return EngineChunk(text=chunk.text, id=chunk.id, score=chunk.score)

@@ -16,9 +16,12 @@ on the engine's loop and carries the result (or each item) back.
 Leaving a bridged stream early cancels its producer on the engine loop, which closes the
 generator there: a session's `generate()` then aborts its vLLM request and frees its blocks.
 
+Why not anyio's `BlockingPortal`: it serves sync callers only, and async callers on another loop
+(`ainvoke` from the caller's own loop) need the same bridge in both directions, so one serves both.
+
 Three ways to get a runner:
     EngineRunner.start(EngineConfig(...))   a StreamEngine on a background thread of its own
-    EngineRunner.connect("http://host:port") a RemoteEngine (HTTP) on a background thread
+    EngineRunner.connect("http://host:port") a StreamRAGClient (HTTP) on a background thread
     EngineRunner.attach(engine)             an engine already started on a loop you run;
                                             sync calls then work only while that loop runs
 """
@@ -34,7 +37,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from engine import EngineConfig, StreamEngine, StreamRAGError
-from integrations.producer import END, ERROR, ITEM, Producer
+from integrations.producer import ERROR, ITEM, Producer
 
 T = TypeVar("T")
 
@@ -67,9 +70,9 @@ class EngineRunner:
         check runs in the background and the first call waits for it: for lazy clients built
         inside a running loop, which must not block on a server.
         """
-        from integrations.remote import RemoteEngine
+        from integrations.http_client import StreamRAGClient
 
-        engine = RemoteEngine(base_url, api_key=api_key, timeout_s=timeout_s)
+        engine = StreamRAGClient(base_url, api_key=api_key, timeout_s=timeout_s)
         return cls._in_thread(engine, "streamrag-remote", wait=wait)
 
     @classmethod

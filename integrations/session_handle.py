@@ -1,6 +1,6 @@
 """`SessionHandle`: one streaming-context session, reachable from any thread or event loop.
 
-It wraps an in-process `StreamSession` or a `RemoteSession` (HTTP) and routes every call through
+It wraps any `engine.Session` (in-process, over vLLM servers, or a streamrag server's) and routes every call through
 the `EngineRunner` to the loop the session lives on. The integrations only ever hold handles,
 so the same pipeline code runs against an engine in this process or a streamrag server.
 """
@@ -8,14 +8,13 @@ so the same pipeline code runs against an engine in this process or a streamrag 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any
 
-from engine import Chunk, ContextReceipt, Delta, SessionStats
+from engine import ChunkLike, ContextReceipt, Delta, Sampling, Session, SessionStats
 from integrations.runner import EngineRunner
 
 
 class SessionHandle:
-    def __init__(self, session: Any, runner: EngineRunner) -> None:
+    def __init__(self, session: Session, runner: EngineRunner) -> None:
         self.session = session
         self.runner = runner
 
@@ -35,23 +34,21 @@ class SessionHandle:
 
     @property
     def gate_is_open(self) -> bool:
-        if self.runner.is_remote:
-            return self.session.stats.gate_reason is not None
         return self.session.gate_is_open
 
     # -- context --------------------------------------------------------------------------
-    async def append(self, chunks: Iterable[Chunk]) -> ContextReceipt:
+    async def append(self, chunks: Iterable[ChunkLike]) -> ContextReceipt:
         chunks = list(chunks)
         return await self.runner.call(lambda: self.session.append(chunks))
 
-    async def update(self, chunks: Iterable[Chunk]) -> ContextReceipt:
+    async def update(self, chunks: Iterable[ChunkLike]) -> ContextReceipt:
         chunks = list(chunks)
         return await self.runner.call(lambda: self.session.update(chunks))
 
     async def finish_context(self) -> None:
         await self.runner.call(self.session.finish_context)
 
-    def push_sync(self, op: str, chunks: Iterable[Chunk]) -> ContextReceipt:
+    def push_sync(self, op: str, chunks: Iterable[ChunkLike]) -> ContextReceipt:
         """`append` or `update` from a thread without an event loop (sync retriever callbacks)."""
         chunks = list(chunks)
         return self.runner.call_sync(lambda: getattr(self.session, op)(chunks))
@@ -60,12 +57,12 @@ class SessionHandle:
         self.runner.call_sync(self.session.finish_context)
 
     # -- answer ---------------------------------------------------------------------------
-    def generate(self, **sampling: Any) -> AsyncIterator[Delta]:
-        """The answer, once the gate is open; `sampling`: max_tokens, temperature, top_p, seed."""
-        return self.runner.stream(lambda: self.session.generate(**sampling))
+    def generate(self, sampling: Sampling | None = None) -> AsyncIterator[Delta]:
+        """The answer, once the gate is open."""
+        return self.runner.stream(lambda: self.session.generate(sampling))
 
-    def generate_sync(self, **sampling: Any) -> Iterator[Delta]:
-        return self.runner.stream_sync(lambda: self.session.generate(**sampling))
+    def generate_sync(self, sampling: Sampling | None = None) -> Iterator[Delta]:
+        return self.runner.stream_sync(lambda: self.session.generate(sampling))
 
     async def abort(self) -> None:
         await self.runner.call(self.session.abort)
@@ -74,11 +71,11 @@ class SessionHandle:
         self.runner.call_sync(self.session.abort)
 
     async def refresh(self) -> None:
-        """Remote: fetch stats and prompt token ids from the server. In-process: nothing to do."""
-        if self.runner.is_remote:
+        """Over HTTP: fetch stats and prompt token ids from the server. Elsewhere they are live."""
+        if hasattr(self.session, "refresh"):
             await self.runner.call(self.session.refresh)
 
     async def wait_prefilled(self) -> None:
-        """In-process only: wait until vLLM has prefilled all context delivered so far."""
-        if not self.runner.is_remote:
+        """Where the backend can tell: wait until all context delivered so far is prefilled."""
+        if hasattr(self.session, "wait_prefilled"):
             await self.runner.call(self.session.wait_prefilled)

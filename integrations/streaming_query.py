@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from engine import Delta, Gate, SessionStats
+from engine import Delta, Gate, Sampling, SessionStats
 from integrations.client import EngineClient
 from integrations.context_feed import ContextFeed, FeedEvent, Mode, feeding
 from integrations.session_handle import SessionHandle
@@ -53,12 +53,12 @@ class StreamingQuery(Generic[R]):
         self.retrieved: R | None = None  # what `retrieve` returned, if it finished in time
         self.token_ids: list[int] = []  # the answer's token ids (empty if a server sends none)
 
-    async def run(self, retrieve: Callable[[], Awaitable[R]], **sampling: Any) -> AsyncIterator[Delta]:
-        """Retrieve (with the feed active) and stream the answer; `sampling` as for `generate`."""
+    async def run(self, retrieve: Callable[[], Awaitable[R]], sampling: Sampling | None = None) -> AsyncIterator[Delta]:
+        """Retrieve (with the feed active) and stream the answer."""
         self.session = session = await self.client.open_session(self.question, self.system, self.gate)
         self.feed = feed = ContextFeed(session, self.mode, self.k, on_event=self._on_event)
         retrieval = asyncio.create_task(self._retrieve(retrieve, feed), name="streamrag-retrieval")
-        answer = session.generate(**sampling)
+        answer = session.generate(sampling)
         first = asyncio.create_task(_next(answer), name="streamrag-first-token")
         finished = False
         try:

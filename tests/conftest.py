@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 # Quiet vLLM's per-request logging and never reach for a model hub.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from engine import Sampling
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever as LangChainRetriever
@@ -171,9 +173,9 @@ async def check_overlap(engine, probe: LedgerProbe, question: str, system: str,
     stats = session.stats
     assert stats.prefilled_before_gate >= probe.computed_at[last]
     assert (stats.prefilled_before_gate - prefix) / context >= 0.9
-    assert stats.prefilled_before_gate + stats.tail_tokens == len(prompt)
+    assert stats.prefilled_before_gate + stats.tail_prefill_tokens == len(prompt)
     # Every prompt token scheduled once, then one decode step per token after the first.
     assert sum(engine.ledger.scheduled_tokens(session.id)) == len(prompt) + len(answer_ids) - 1
-    one_shot = await engine.complete(prompt_token_ids=prompt, max_tokens=max_tokens)
+    one_shot = await engine.complete(prompt_token_ids=prompt, sampling=Sampling(max_tokens=max_tokens))
     assert answer_ids == list(one_shot.token_ids)
     return fraction

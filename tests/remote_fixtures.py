@@ -2,7 +2,7 @@
 
 They start together, once per test session and only when a remote test asks for them (each
 takes ~20-40 s on 2 cores; started concurrently they overlap). Every test gets its own
-`RemoteEngine` on them. The failover test kills one; `replicas` starts it again for any test
+`VLLMServersEngine` on them. The failover test kills one; `replicas` starts it again for any test
 that comes after, so test order does not matter (and a run that ends with the failover test
 pays nothing for it).
 """
@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from engine.models import build_tiny_model
-from engine.remote_backend import RemoteEngine
-from engine.server_process import VllmServerProcess
+from engine.remote import VLLMServersEngine
+from eval.server_process import VllmServerProcess
 
 REMOTE_BLOCK_SIZE = 32  # small blocks make block-granular reuse visible
 START_TIMEOUT_S = 300.0  # generous: a loaded 2-core machine has taken 80 s for one server
@@ -139,7 +139,7 @@ async def replicas(replica_pool: ReplicaPool) -> ReplicaPool:
 
 
 @pytest.fixture
-async def remote_engine(replicas: ReplicaPool) -> AsyncIterator[RemoteEngine]:
-    async with RemoteEngine(replicas.urls, model="tiny", block_size=REMOTE_BLOCK_SIZE,
+async def remote_engine(replicas: ReplicaPool) -> AsyncIterator[VLLMServersEngine]:
+    async with VLLMServersEngine(replicas.urls, model="tiny", block_size=REMOTE_BLOCK_SIZE,
                             probe_interval_s=0.5) as engine:
         yield engine

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
+from engine import Sampling
 from openai import AsyncOpenAI
 
 from tests.sse import read_events
@@ -34,7 +36,7 @@ async def test_chat_stream_through_the_openai_client(client, engine):
         for choice in chunk.choices:
             text.append(choice.delta.content or "")
             ids.extend(choice.model_extra.get("token_ids", []))
-    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), max_tokens=8)
+    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), sampling=Sampling(max_tokens=8))
     assert ids == list(expected.token_ids)
     assert "".join(text) == expected.text
     assert usage.completion_tokens == 8 and usage.prompt_tokens == len(_chat_prompt_ids(engine, messages))
@@ -43,7 +45,7 @@ async def test_chat_stream_through_the_openai_client(client, engine):
 async def test_chat_without_stream(client, engine):
     messages = [{"role": "user", "content": "Name a prime."}]
     out = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=6)
-    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), max_tokens=6)
+    expected = await engine.complete(prompt_token_ids=_chat_prompt_ids(engine, messages), sampling=Sampling(max_tokens=6))
     assert out.choices[0].message.content == expected.text
     assert out.choices[0].finish_reason == "length"
     assert out.usage.completion_tokens == 6
@@ -51,7 +53,7 @@ async def test_chat_without_stream(client, engine):
 
 async def test_completions_with_token_ids(client, engine):
     prompt = engine.template.encode("the cache holds keys and values")
-    expected = await engine.complete(prompt_token_ids=prompt, max_tokens=5)
+    expected = await engine.complete(prompt_token_ids=prompt, sampling=Sampling(max_tokens=5))
     out = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=5, temperature=0)
     assert out.choices[0].text == expected.text
     assert out.choices[0].model_extra["token_ids"] == list(expected.token_ids)

@@ -58,5 +58,8 @@ async def test_idle_session_is_reaped_and_freed(keyed_server, engine):
         sid = (await http.post("/v1/sessions", json={"question": "forgotten"})).json()["id"]
         await http.post(f"/v1/sessions/{sid}/context", json={"op": "append", "chunks": [{"text": "x " * 200}]})
         await asyncio.sleep(1.5)  # TTL is 0.5 s
-        assert (await http.get(f"/v1/sessions/{sid}")).status_code == 404
+        record = (await http.get(f"/v1/sessions/{sid}")).json()  # an ended session's record stays a while
+        assert record["state"] == "aborted"
         assert engine.session(sid) is None
+        push = await http.post(f"/v1/sessions/{sid}/context", json={"op": "append", "chunks": [{"text": "y"}]})
+        assert push.status_code == 409 and push.json()["error"]["code"] == "session_state"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.cost_model import CostModel, Fit
+from engine.local.cost_model import CostModel, Fit
 
 
 def test_quadratic_fit_recovers_the_curve():

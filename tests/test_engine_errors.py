@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.text import text_chunk
+
 from engine import (
-    Chunk,
+    Sampling,
     ConfigError,
     ContextClosedError,
     EngineConfig,
@@ -15,26 +17,26 @@ from engine import (
 
 
 async def test_append_after_finish_context(engine):
-    session = engine.open_session(question="q")
+    session = await engine.open_session(question="q")
     await session.finish_context()
     with pytest.raises(ContextClosedError):
-        await session.append([Chunk(text="x")])
+        await session.append([text_chunk("x")])
     await session.abort()
 
 
 async def test_generate_twice(engine):
-    session = engine.open_session(question="q")
+    session = await engine.open_session(question="q")
     await session.finish_context()
-    _ = [d async for d in session.generate(max_tokens=2)]
+    _ = [d async for d in session.generate(Sampling(max_tokens=2))]
     with pytest.raises(SessionStateError, match="already called"):
-        async for _ in session.generate(max_tokens=2):
+        async for _ in session.generate(Sampling(max_tokens=2)):
             pass
 
 
 async def test_prompt_over_max_model_len_names_count_and_limit(engine):
-    session = engine.open_session(question="q")
+    session = await engine.open_session(question="q")
     with pytest.raises(PromptTooLongError) as err:
-        await session.append([Chunk(text="word " * 5000)])
+        await session.append([text_chunk("word " * 5000)])
     assert err.value.limit == engine.max_model_len
     assert err.value.num_tokens > engine.max_model_len
     assert str(engine.max_model_len) in str(err.value)
@@ -42,15 +44,15 @@ async def test_prompt_over_max_model_len_names_count_and_limit(engine):
     await session.abort()
 
     with pytest.raises(PromptTooLongError):
-        await engine.complete(prompt_token_ids=[5] * (engine.max_model_len + 10), max_tokens=1)
+        await engine.complete(prompt_token_ids=[5] * (engine.max_model_len + 10), sampling=Sampling(max_tokens=1))
 
 
 async def test_session_after_abort(engine):
-    session = engine.open_session(question="q")
+    session = await engine.open_session(question="q")
     await session.abort()
     await session.abort()  # idempotent
     with pytest.raises(SessionStateError):
-        await session.append([Chunk(text="x")])
+        await session.append([text_chunk("x")])
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_config_validation_names_the_field(kwargs, field):
 async def test_abort_while_generate_waits_at_the_gate(engine):
     import asyncio
 
-    session = engine.open_session(question="q")
+    session = await engine.open_session(question="q")
     waiting = asyncio.create_task(_first(session))
     await asyncio.sleep(0.05)  # generate() now waits at the gate
     await session.abort()
@@ -78,5 +80,5 @@ async def test_abort_while_generate_waits_at_the_gate(engine):
 
 
 async def _first(session):
-    async for delta in session.generate(max_tokens=2):
+    async for delta in session.generate(Sampling(max_tokens=2)):
         return delta

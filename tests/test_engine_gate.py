@@ -6,16 +6,17 @@ import asyncio
 
 import pytest
 
-from engine import Chunk, ConfigError, Gate
+from engine import ConfigError, Gate, Sampling
+from tests.text import text_chunk
 
 
 async def _answer(session, n=2):
-    return [d async for d in session.generate(max_tokens=n, ignore_eos=True)]
+    return [d async for d in session.generate(Sampling(max_tokens=n, ignore_eos=True))]
 
 
 async def test_no_gate_waits_for_done(engine):
-    session = engine.open_session(question="q", gate=Gate())
-    await session.append([Chunk(text="one", score=5.0)] * 3)
+    session = await engine.open_session(question="q", gate=Gate())
+    await session.append([text_chunk("one", score=5.0)] * 3)
     await asyncio.sleep(0.2)
     assert not session.gate_is_open
     await session.finish_context()
@@ -24,12 +25,12 @@ async def test_no_gate_waits_for_done(engine):
 
 
 async def test_min_chunks_opens_gate_and_drops_late_chunks(engine):
-    session = engine.open_session(question="q", gate=Gate(min_chunks=2))
-    r1 = await session.append([Chunk(text="first")])
+    session = await engine.open_session(question="q", gate=Gate(min_chunks=2))
+    r1 = await session.append([text_chunk("first")])
     assert (r1.accepted, r1.dropped) == (1, 0) and not session.gate_is_open
-    await session.append([Chunk(text="second")])
+    await session.append([text_chunk("second")])
     assert session.gate_is_open
-    late = await session.append([Chunk(text="late 1"), Chunk(text="late 2")])
+    late = await session.append([text_chunk("late 1"), text_chunk("late 2")])
     assert (late.accepted, late.dropped) == (0, 2)
     await _answer(session)
     stats = session.stats
@@ -39,26 +40,26 @@ async def test_min_chunks_opens_gate_and_drops_late_chunks(engine):
 
 
 async def test_min_score_sums_scores(engine):
-    session = engine.open_session(question="q", gate=Gate(min_score=1.0))
-    await session.append([Chunk(text="a", score=0.4), Chunk(text="b")])  # no score counts 0
+    session = await engine.open_session(question="q", gate=Gate(min_score=1.0))
+    await session.append([text_chunk("a", score=0.4), text_chunk("b")])  # no score counts 0
     assert not session.gate_is_open
-    await session.append([Chunk(text="c", score=0.6)])
+    await session.append([text_chunk("c", score=0.6)])
     assert session.gate_is_open and session.stats.gate_reason == "criteria"
     await _answer(session)
 
 
 async def test_all_criteria_must_hold(engine):
-    session = engine.open_session(question="q", gate=Gate(min_chunks=1, min_score=2.0))
-    await session.append([Chunk(text="a", score=1.0)])
+    session = await engine.open_session(question="q", gate=Gate(min_chunks=1, min_score=2.0))
+    await session.append([text_chunk("a", score=1.0)])
     assert not session.gate_is_open  # min_chunks holds, min_score does not
-    await session.append([Chunk(text="b", score=1.0)])
+    await session.append([text_chunk("b", score=1.0)])
     assert session.gate_is_open
     await _answer(session)
 
 
 async def test_deadline_opens_gate_and_later_chunks_are_dropped(engine):
-    session = engine.open_session(question="q", gate=Gate(min_chunks=10, max_wait_s=0.3))
-    await session.append([Chunk(text="early")])
+    session = await engine.open_session(question="q", gate=Gate(min_chunks=10, max_wait_s=0.3))
+    await session.append([text_chunk("early")])
     assert not session.gate_is_open
     deltas = await _answer(session)  # waits for the deadline
     assert deltas
@@ -69,9 +70,9 @@ async def test_deadline_opens_gate_and_later_chunks_are_dropped(engine):
 
 
 async def test_deadline_then_append_is_dropped_not_an_error(engine):
-    session = engine.open_session(question="q", gate=Gate(max_wait_s=0.05))
+    session = await engine.open_session(question="q", gate=Gate(max_wait_s=0.05))
     await asyncio.sleep(0.2)
-    receipt = await session.append([Chunk(text="too late")])
+    receipt = await session.append([text_chunk("too late")])
     assert receipt.dropped == 1 and session.stats.chunks_dropped_late == 1
     await session.finish_context()  # allowed: retrieval may end after the deadline
     await _answer(session)

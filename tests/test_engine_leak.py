@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from engine import Chunk, Gate
-from tests.text import random_text
+from engine import Gate, Sampling
+from tests.text import random_text, text_chunk
 
 
 class ConsumerFailed(Exception):
@@ -14,9 +14,9 @@ class ConsumerFailed(Exception):
 
 
 async def _abandon(engine, rng: random.Random, how: str) -> None:
-    session = engine.open_session(question=random_text(rng, 3, 10), gate=Gate(min_chunks=50))
+    session = await engine.open_session(question=random_text(rng, 3, 10), gate=Gate(min_chunks=50))
     for _ in range(rng.randint(1, 4)):
-        await session.append([Chunk(text=random_text(rng, 20, 80))])
+        await session.append([text_chunk(random_text(rng, 20, 80))])
         await asyncio.sleep(rng.random() * 0.02)
     if how == "abort mid-context":
         await session.abort()
@@ -27,7 +27,7 @@ async def _abandon(engine, rng: random.Random, how: str) -> None:
         await asyncio.gather(task, return_exceptions=True)
     elif how == "break mid-decode":
         await session.finish_context()
-        async for delta in session.generate(max_tokens=50, ignore_eos=True):
+        async for delta in session.generate(Sampling(max_tokens=50, ignore_eos=True)):
             break  # drops the generator: the event loop's async-generator finalizer closes it
         async with asyncio.timeout(5):
             while session.state != "aborted":
@@ -36,7 +36,7 @@ async def _abandon(engine, rng: random.Random, how: str) -> None:
         await session.finish_context()
         try:
             async with asyncio.timeout(30):
-                gen = session.generate(max_tokens=50, ignore_eos=True)
+                gen = session.generate(Sampling(max_tokens=50, ignore_eos=True))
                 async for delta in gen:
                     raise ConsumerFailed
         except ConsumerFailed:
@@ -45,7 +45,7 @@ async def _abandon(engine, rng: random.Random, how: str) -> None:
 
 
 async def _drain(session):
-    async for _ in session.generate(max_tokens=10):
+    async for _ in session.generate(Sampling(max_tokens=10)):
         pass
 
 
@@ -65,10 +65,10 @@ async def test_fifty_abandoned_sessions_free_everything(engine, idle_blocks):
 async def test_blocks_are_held_while_a_session_waits(engine, idle_blocks):
     """The counter is live: an idle session waiting for context holds its blocks."""
     rng = random.Random(5)
-    session = engine.open_session(question="q", system="held blocks test", gate=Gate(min_chunks=9))
-    await session.append([Chunk(text=random_text(rng, 100, 100))])
+    session = await engine.open_session(question="q", system="held blocks test", gate=Gate(min_chunks=9))
+    await session.append([text_chunk(random_text(rng, 100, 100))])
     await session.wait_prefilled()
     held = engine.kv_blocks_in_use()
-    assert held >= len(session._tokens) // engine.config.block_size
+    assert held >= (len(session.prompt_token_ids) - len(engine.template.render("q", "held blocks test").closing_ids)) // engine.config.block_size
     await session.abort()
     assert await engine.wait_for_blocks(idle_blocks) == idle_blocks

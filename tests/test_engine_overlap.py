@@ -11,39 +11,40 @@ import random
 
 import pytest
 
-from engine import Chunk, ContextClosedError
-from tests.text import random_text
+from engine import ContextClosedError, Sampling
+from retrievers import Chunk
+from tests.text import random_text, text_chunk
 
 
 async def test_after_gate_only_last_chunk_and_closing_are_prefilled(engine):
     rng = random.Random(7)
     # A system prompt of its own keeps vLLM's prefix cache from serving earlier sessions' blocks.
-    session = engine.open_session(question="how does streaming prefill work?", system="overlap test 1")
+    session = await engine.open_session(question="how does streaming prefill work?", system="overlap test 1")
     for i in range(4):
         await session.append([Chunk(text=random_text(rng, 40, 80), id=f"early-{i}")])
     await session.wait_prefilled()
     before_gate = sum(engine.ledger.scheduled_tokens(session.id))
     prefilled = len(session.prompt_token_ids) - len(engine.template.render("x").closing_ids)
     # Everything delivered so far was computed by vLLM before the gate.
-    assert before_gate == len(session._tokens) == prefilled
+    assert before_gate == prefilled
 
     last = Chunk(text=random_text(rng, 40, 80), id="last")
     last_len = len(engine.template.chunk_ids(last.text, 5))
     await session.append([last])  # arrives with the end of retrieval: not yet prefilled
     await session.finish_context()
     n_out = 6
-    out = [d async for d in session.generate(max_tokens=n_out, ignore_eos=True)]
+    out = [d async for d in session.generate(Sampling(max_tokens=n_out, ignore_eos=True))]
     assert sum(len(d.token_ids) for d in out) == n_out
 
     steps = engine.ledger.scheduled_tokens(session.id)
     after_gate = sum(steps) - before_gate
-    closing = len(session.prompt_token_ids) - len(session._tokens)
+    closing = len(session.prompt_token_ids) - len(session.context_token_ids)
     # Prefill after the gate is the last chunk + the closing template; then one token per
     # decode step for the n_out - 1 tokens after the first (the first comes with the prefill).
     assert after_gate == last_len + closing + (n_out - 1)
     stats = session.stats
-    assert stats.tail_tokens <= last_len + closing
-    assert stats.prefilled_before_gate + stats.tail_tokens == len(session.prompt_token_ids)
+    assert stats.tail_prefill_tokens <= last_len + closing
+    assert stats.prefilled_before_gate + stats.tail_prefill_tokens == len(session.prompt_token_ids)
 
 
 async def test_one_shot_computes_the_whole_prompt(engine):
@@ -51,7 +52,7 @@ async def test_one_shot_computes_the_whole_prompt(engine):
     rng = random.Random(8)
     prompt = engine.template.encode(random_text(rng, 200, 200))
     before = {k for k in _all_request_ids(engine)}
-    await engine.complete(prompt_token_ids=prompt, max_tokens=1)
+    await engine.complete(prompt_token_ids=prompt, sampling=Sampling(max_tokens=1))
     new = [k for k in _all_request_ids(engine) if k not in before]
     assert len(new) == 1
     assert sum(engine.ledger.scheduled_tokens(new[0])) == len(prompt)
@@ -61,21 +62,21 @@ async def test_last_chunks_go_with_the_closing_template_in_one_step(engine):
     """append(last=True): the last chunk, the closing template and the first token are one
     vLLM step, and the session is closed to more context, as after finish_context()."""
     rng = random.Random(17)
-    session = engine.open_session(question="what comes last?", system="overlap test last")
-    await session.append([Chunk(text=random_text(rng, 40, 80))])
+    session = await engine.open_session(question="what comes last?", system="overlap test last")
+    await session.append([text_chunk(random_text(rng, 40, 80))])
     await session.wait_prefilled()
     before = len(engine.ledger.scheduled_tokens(session.id))
-    last = Chunk(text=random_text(rng, 40, 80))
+    last = text_chunk(random_text(rng, 40, 80))
     receipt = await session.append([last], last=True)
     assert receipt.accepted == 1 and session.gate_is_open
     with pytest.raises(ContextClosedError):
-        await session.append([Chunk(text="too late")])
-    out = [t async for d in session.generate(max_tokens=3, ignore_eos=True) for t in d.token_ids]
+        await session.append([text_chunk("too late")])
+    out = [t async for d in session.generate(Sampling(max_tokens=3, ignore_eos=True)) for t in d.token_ids]
 
     steps = engine.ledger.scheduled_tokens(session.id)[before:]
-    closing = len(session.prompt_token_ids) - len(session._tokens)
+    closing = len(session.prompt_token_ids) - len(session.context_token_ids)
     assert steps == [len(engine.template.chunk_ids(last.text, 2)) + closing, 1, 1]
-    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=3, ignore_eos=True)
+    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=3, ignore_eos=True))
     assert out == list(one_shot.token_ids)
     assert session.stats.gate_reason == "done"
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import pytest
 
-from engine import Chunk, EngineConfig, StreamEngine
-from engine.policies import Candidate, order, victims
-from tests.text import random_text
+from engine import EngineConfig, Sampling, StreamEngine
+from engine.local.policies import Candidate, order, victims
+from tests.text import random_text, text_chunk
 
 PRESSURE = EngineConfig(model="tiny", max_model_len=1024, block_size=32, num_kv_blocks=40,
                         kv_cache_gib=0.25, max_num_batched_tokens=1024, policy="fcfs",
@@ -42,22 +42,22 @@ async def test_more_sessions_than_fit_all_finish_exactly(pressure_engine):
     engine = pressure_engine
     total_blocks = engine.ledger.read_status().blocks_total
     rng = random.Random(11)
-    sessions = [engine.open_session(question=f"session {i}: {random_text(rng, 3, 6)}") for i in range(8)]
+    sessions = [await engine.open_session(question=f"session {i}: {random_text(rng, 3, 6)}") for i in range(8)]
     for _ in range(4):  # rounds of context: each session grows to ~12 blocks
         for session in sessions:
-            await session.append([Chunk(text=random_text(rng, 50, 60))])
+            await session.append([text_chunk(random_text(rng, 50, 60))])
             await asyncio.sleep(0.01)
     need = sum(-(-len(s.prompt_token_ids) // 32) for s in sessions)
     assert need > total_blocks, (need, total_blocks)  # they cannot all be resident at once
 
     async def finish(session):
         await session.finish_context()
-        return [t async for d in session.generate(max_tokens=8, ignore_eos=True) for t in d.token_ids]
+        return [t async for d in session.generate(Sampling(max_tokens=8, ignore_eos=True)) for t in d.token_ids]
 
     async with asyncio.timeout(180):  # a deadlock fails here instead of hanging
         answers = await asyncio.gather(*(finish(s) for s in sessions))
     for session, answer in zip(sessions, answers):
-        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=8, ignore_eos=True)
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=8, ignore_eos=True))
         assert answer == list(one_shot.token_ids), session.id
     stats = engine.preemption_stats()
     assert stats.total > 0 and set(stats.by_mode) == {"recompute"}
@@ -87,11 +87,11 @@ async def _fill(engine, session, rng, blocks: int, last: bool = False) -> None:
     text = ""
     while len(session.prompt_token_ids) + len(engine.template.chunk_ids(text, len(session.chunks) + 1)) < blocks * 32:
         text += random_text(rng, 20, 20) + " "
-    await session.append([Chunk(text=text)], last=last)
+    await session.append([text_chunk(text)], last=last)
 
 
 async def _answer(session, n: int = 4) -> list[int]:
-    return [t async for d in session.generate(max_tokens=n, ignore_eos=True) for t in d.token_ids]
+    return [t async for d in session.generate(Sampling(max_tokens=n, ignore_eos=True)) for t in d.token_ids]
 
 
 async def test_waiting_sessions_give_blocks_to_higher_priority_and_to_a_stall(small_engine):
@@ -100,18 +100,18 @@ async def test_waiting_sessions_give_blocks_to_higher_priority_and_to_a_stall(sm
     engine = small_engine
     assert await engine.wait_for_blocks(0) == 0
     rng = random.Random(5)
-    holder = engine.open_session(question="the first to arrive", system="priority test")
+    holder = await engine.open_session(question="the first to arrive", system="priority test")
     await _fill(engine, holder, rng, blocks=24)
     await holder.wait_prefilled()  # now paused, holding 24 of the 39 blocks
 
-    later = engine.open_session(question="a later partial context", system="priority test")
+    later = await engine.open_session(question="a later partial context", system="priority test")
     await _fill(engine, later, rng, blocks=18)  # does not fit beside the holder: a stall
     async with asyncio.timeout(60):
         await later.wait_prefilled()
     stall = engine.ledger.events("preempt", holder.id)
     assert stall and all(e["for_request"].startswith(later.id) for e in stall)
 
-    complete = engine.open_session(question="a complete context", system="priority test")
+    complete = await engine.open_session(question="a complete context", system="priority test")
     await _fill(engine, complete, rng, blocks=24, last=True)  # complete: ranks above later
     async with asyncio.timeout(120):
         first = await _answer(complete)
@@ -121,7 +121,7 @@ async def test_waiting_sessions_give_blocks_to_higher_priority_and_to_a_stall(sm
         await later.finish_context()
         answers = [first, await _answer(holder), await _answer(later)]
     for session, answer in zip((complete, holder, later), answers):
-        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=4, ignore_eos=True)
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=4, ignore_eos=True))
         assert answer == list(one_shot.token_ids), session.id
     assert engine.ledger.events("resume", holder.id) and engine.ledger.events("resume", later.id)
     assert await engine.wait_for_blocks(0) == 0
@@ -134,10 +134,10 @@ async def test_complete_contexts_are_prefilled_without_partial_ones(small_engine
     first_step = len(engine.ledger.step_records())
 
     async def play(i: int) -> list[int]:
-        session = engine.open_session(question=f"isolation {i}", system=f"isolation test {i}")
+        session = await engine.open_session(question=f"isolation {i}", system=f"isolation test {i}")
         for j in range(4):
             await asyncio.sleep(rng.uniform(0, 0.05))
-            await session.append([Chunk(text=random_text(rng, 15, 30))], last=j == 3)
+            await session.append([text_chunk(random_text(rng, 15, 30))], last=j == 3)
         return session, await _answer(session, 2)
 
     async with asyncio.timeout(120):
@@ -148,7 +148,7 @@ async def test_complete_contexts_are_prefilled_without_partial_ones(small_engine
     for step in prefills:
         assert set(step["scheduled"]) <= set(step["complete"]), step
     for session, answer in played:
-        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=2, ignore_eos=True)
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=2, ignore_eos=True))
         assert answer == list(one_shot.token_ids), session.id
 
 

@@ -11,8 +11,9 @@ import random
 
 import pytest
 
-from engine import Chunk, Gate
-from engine.session import common_prefix_len
+from engine import Gate, Sampling
+from retrievers import Chunk
+from engine.session_context import common_prefix_len
 from tests.text import random_text
 
 MAX_TOKENS = 10
@@ -40,7 +41,7 @@ def _next_context(rng: random.Random, chunks: list[Chunk], kind: str, serial: li
 
 async def _random_session(engine, seed: int, update_mode: str = "lcp"):
     rng = random.Random(seed)
-    session = engine.open_session(question=random_text(rng, 3, 10), update_mode=update_mode)
+    session = await engine.open_session(question=random_text(rng, 3, 10), update_mode=update_mode)
     chunks: list[Chunk] = []
     serial = [0]
     for _ in range(rng.randint(2, 8)):
@@ -61,8 +62,8 @@ async def _random_session(engine, seed: int, update_mode: str = "lcp"):
 @pytest.mark.parametrize("seed", range(24))
 async def test_updates_decode_like_one_shot(engine, seed):
     session = await _random_session(engine, seed)
-    streamed = [t async for d in session.generate(max_tokens=MAX_TOKENS, ignore_eos=True) for t in d.token_ids]
-    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=MAX_TOKENS, ignore_eos=True)
+    streamed = [t async for d in session.generate(Sampling(max_tokens=MAX_TOKENS, ignore_eos=True)) for t in d.token_ids]
+    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=MAX_TOKENS, ignore_eos=True))
     assert streamed == list(one_shot.token_ids)
     assert session.stats.updates >= 0 and session.state == "finished"
 
@@ -70,8 +71,8 @@ async def test_updates_decode_like_one_shot(engine, seed):
 @pytest.mark.parametrize("seed", range(4))
 async def test_reopen_baseline_decodes_like_one_shot(engine, seed):
     session = await _random_session(engine, 100 + seed, update_mode="reopen")
-    streamed = [t async for d in session.generate(max_tokens=MAX_TOKENS, ignore_eos=True) for t in d.token_ids]
-    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, max_tokens=MAX_TOKENS, ignore_eos=True)
+    streamed = [t async for d in session.generate(Sampling(max_tokens=MAX_TOKENS, ignore_eos=True)) for t in d.token_ids]
+    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=MAX_TOKENS, ignore_eos=True))
     assert streamed == list(one_shot.token_ids)
 
 
@@ -86,16 +87,16 @@ async def _scripted_updates(engine, mode: str, system: str) -> tuple[list[tuple[
         docs[:1] + docs[2:0:-1] + [docs[5]],           # shrink: new prompt is a prefix
         [docs[7], docs[4]],                # replace everything
     ]
-    session = engine.open_session(question="which passages matter?", system=system, update_mode=mode)
+    session = await engine.open_session(question="which passages matter?", system=system, update_mode=mode)
     await session.wait_prefilled()
     records = []
     for ranking in script:
-        before_tokens = list(session._tokens)
+        before_tokens = list(session.context_token_ids)
         before = sum(engine.ledger.scheduled_tokens(session.id))
         await session.update(ranking)
         await session.wait_prefilled()
         scheduled = sum(engine.ledger.scheduled_tokens(session.id)) - before
-        new = session._tokens
+        new = session.context_token_ids
         records.append((scheduled, len(new), common_prefix_len(before_tokens, new)))
     await session.abort()
     return records, session
@@ -120,7 +121,7 @@ async def test_recompute_is_bounded_by_the_divergent_suffix(engine):
 
 async def test_stable_updates_gate(engine):
     a, b, c, d = (Chunk(text=f"passage {x}", id=x) for x in "abcd")
-    session = engine.open_session(question="q", gate=Gate(stable_updates=2, stable_top_k=2))
+    session = await engine.open_session(question="q", gate=Gate(stable_updates=2, stable_top_k=2))
     await session.update([a, b, c])
     await session.update([a, b, d])  # top-2 unchanged once
     assert not session.gate_is_open
@@ -130,13 +131,13 @@ async def test_stable_updates_gate(engine):
     await session.update([b, a])     # unchanged over 2 consecutive updates
     assert session.gate_is_open and session.stats.gate_reason == "criteria"
     assert session.stats.updates == 5
-    _ = [d async for d in session.generate(max_tokens=2)]
+    _ = [d async for d in session.generate(Sampling(max_tokens=2))]
 
 
 async def test_bursts_of_updates_are_coalesced(engine):
     rng = random.Random(3)
     docs = [Chunk(text=random_text(rng, 100, 150), id=f"b{i}") for i in range(6)]
-    session = engine.open_session(question="burst", system="coalescing test")
+    session = await engine.open_session(question="burst", system="coalescing test")
     await session.update(docs[:3])  # in flight now
     for k in range(3):               # arrive while the first is prefilling
         await session.update(docs[k + 1 : k + 4])
@@ -144,7 +145,7 @@ async def test_bursts_of_updates_are_coalesced(engine):
     stats = session.stats
     assert stats.updates == 4
     assert stats.replaces <= 2  # the newest of the burst went out, not all three
-    assert session._vllm_tokens == session._tokens
+    assert session._vllm_tokens == session.context_token_ids
     await session.abort()
 
 
@@ -152,7 +153,7 @@ async def test_no_leak_after_many_concurrent_updates(engine, idle_blocks):
     rng = random.Random(99)
 
     async def churn(i: int) -> None:
-        session = engine.open_session(question=f"session {i}", gate=Gate(min_chunks=99))
+        session = await engine.open_session(question=f"session {i}", gate=Gate(min_chunks=99))
         chunks: list[Chunk] = []
         serial = [i * 1000]
         for _ in range(200 // 16):
@@ -163,7 +164,7 @@ async def test_no_leak_after_many_concurrent_updates(engine, idle_blocks):
             await session.abort()
         else:
             await session.finish_context()
-            _ = [d async for d in session.generate(max_tokens=3)]
+            _ = [d async for d in session.generate(Sampling(max_tokens=3))]
 
     await asyncio.gather(*(churn(i) for i in range(16)))
     assert engine.live_sessions == 0

@@ -13,7 +13,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from engine import Chunk, Gate
+from engine import Gate, Sampling
+from retrievers import Chunk
 from integrations import EngineClient, call_blocking, iterate_blocking
 from integrations.llamaindex import StreamingQueryEngine, StreamRAGLLM
 from tests.integrations_fixtures import QUESTION, STAGGERED
@@ -42,7 +43,7 @@ async def test_leaving_a_bridged_answer_early_aborts_the_session(engine, idle_bl
 
     def first_delta_then_leave() -> int:
         # Another thread, another loop: the answer crosses to it; leaving it stops vLLM's request.
-        for delta in iterate_blocking(lambda: session.generate(max_tokens=200, ignore_eos=True)):
+        for delta in iterate_blocking(lambda: session.generate(Sampling(max_tokens=200, ignore_eos=True))):
             return len(delta.token_ids)
 
     assert await asyncio.to_thread(first_delta_then_leave) >= 1

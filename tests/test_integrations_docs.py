@@ -11,7 +11,7 @@ async def test_llamaindex_example(engine, node_retrievers):
     assert result["stock"] == " ".join(["text"] * 16)  # what MockLLM(max_tokens=16) says
     assert result["swapped"] and result["streaming"]
     assert result["stats"].gate_reason == "done" and result["stats"].chunks == 8
-    assert result["stats"].prefilled_before_gate > result["stats"].tail_tokens
+    assert result["stats"].prefilled_before_gate > result["stats"].tail_prefill_tokens
 
 
 async def test_langchain_example(engine, document_retrievers):

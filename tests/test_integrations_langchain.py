@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from engine import Gate
+from engine import Gate, Sampling
 from integrations.langchain import CONTEXT_EVENT, GATE_EVENT, StreamingRAG, StreamRAGChatModel
 from tests.integrations_fixtures import QUESTION, STAGGERED, FanOutRetriever, LedgerProbe, check_overlap
 
@@ -90,7 +90,7 @@ async def test_chat_model_matches_a_one_shot_of_the_chat_template(engine, model)
     ids = engine.template.encode(engine.tokenizer.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
         tokenize=False, add_generation_prompt=True))
-    expected = await engine.complete(prompt_token_ids=ids, max_tokens=MAX_TOKENS)
+    expected = await engine.complete(prompt_token_ids=ids, sampling=Sampling(max_tokens=MAX_TOKENS))
 
     answer = await model.ainvoke(messages)
     assert answer.content == expected.text

@@ -16,7 +16,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChat
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.retrievers import QueryFusionRetriever
 
-from engine import Gate
+from engine import Gate, Sampling
 from integrations import EngineLoopError
 from integrations.llamaindex import StreamingQueryEngine, StreamRAGLLM
 from tests.integrations_fixtures import QUESTION, STAGGERED, LedgerProbe, check_overlap
@@ -67,7 +67,7 @@ async def test_streaming_response_and_update_mode_reuse_the_prefix(engine, llm, 
     assert stats.updates == 4  # one fused ranking per sub-retriever, then the fusion retriever's own
     assert stats.chunks == 6 and len(response.source_nodes) == 6
     assert stats.reused_tokens > 0  # each new ranking kept the KV of the common prefix
-    one_shot = await engine.complete(prompt_token_ids=query.session.prompt_token_ids, max_tokens=MAX_TOKENS)
+    one_shot = await engine.complete(prompt_token_ids=query.session.prompt_token_ids, sampling=Sampling(max_tokens=MAX_TOKENS))
     assert query.token_ids == list(one_shot.token_ids)
 
 
@@ -92,7 +92,7 @@ async def test_llm_async_methods_chat_and_complete(engine, llm):
     ids = engine.template.encode(engine.tokenizer.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
         tokenize=False, add_generation_prompt=True))
-    expected = await engine.complete(prompt_token_ids=ids, max_tokens=MAX_TOKENS)
+    expected = await engine.complete(prompt_token_ids=ids, sampling=Sampling(max_tokens=MAX_TOKENS))
     assert chat.message.content == expected.text and chat.message.role == MessageRole.ASSISTANT
     assert chat.additional_kwargs["prompt_tokens"] == len(ids)
     assert chat.additional_kwargs["completion_tokens"] == len(expected.token_ids)

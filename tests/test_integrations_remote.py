@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
+from engine import Sampling
 from langchain_core.messages import HumanMessage
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.retrievers import QueryFusionRetriever
 
-from integrations import EngineRunner, RemoteEngine, RemoteError
+from integrations import EngineRunner, ServerError, StreamRAGClient
 from integrations.langchain import GATE_EVENT, StreamingRAG, StreamRAGChatModel
 from integrations.llamaindex import StreamingQueryEngine, StreamRAGLLM
 from tests.app_fixtures import API_KEY
@@ -43,8 +45,7 @@ async def test_llamaindex_over_http(engine, remote, node_retrievers):
     assert query.session.runner.is_remote and probe.session is query.session
     await check_overlap(engine, probe, QUESTION, system, query.token_ids, MAX_TOKENS)
     assert response.response == engine.template.decode(query.token_ids)
-    one_shot = await remote.call(lambda: remote.engine.complete(prompt_token_ids=query.session.prompt_token_ids,
-                                                                 max_tokens=MAX_TOKENS, temperature=0.0))
+    one_shot = await remote.call(lambda: remote.engine.complete(prompt_token_ids=query.session.prompt_token_ids, sampling=Sampling(max_tokens=MAX_TOKENS, temperature=0.0)))
     assert list(one_shot.token_ids) == query.token_ids
 
     chat = await llm.achat([ChatMessage(role=MessageRole.USER, content="Hello")])
@@ -76,7 +77,7 @@ async def test_api_key_and_errors(keyed_server):
         assert (await model.ainvoke("Hello")).content is not None
     finally:
         await asyncio.to_thread(model.client.runner.close)
-    with pytest.raises(RemoteError) as caught:
-        async with RemoteEngine(keyed_server, api_key="wrong"):
+    with pytest.raises(ServerError) as caught:
+        async with StreamRAGClient(keyed_server, api_key="wrong"):
             pass
     assert caught.value.status == 401

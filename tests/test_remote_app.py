@@ -1,6 +1,6 @@
 """`streamrag serve --vllm-url ...`: the app on the remote backend, end to end on real servers.
 
-The app builds its own `RemoteEngine` from the settings (as `serve` does), so these tests go
+The app builds its own `VLLMServersEngine` from the settings (as `serve` does), so these tests go
 through the same path as a deployment: HTTP in, retrieval, sessions on vLLM servers, SSE out.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
+from engine import Sampling
 
 from app.cli import build_parser
 from app.main import create_app
@@ -51,8 +53,7 @@ async def test_session_api_on_vllm_servers_equals_their_completion(remote_app, r
             "prompt": state["prompt_token_ids"], "max_tokens": 7, "temperature": 0})).json()
         assert via_app["choices"][0]["token_ids"] == ids
         for url in remote_engine.replicas.urls:
-            done = await remote_engine.complete(prompt_token_ids=state["prompt_token_ids"], max_tokens=7,
-                                                replica=url)
+            done = await remote_engine.complete(prompt_token_ids=state["prompt_token_ids"], replica=url, sampling=Sampling(max_tokens=7))
             assert list(done.token_ids) == ids
         health = (await http.get("/health")).json()
         assert health["status"] == "ok" and isinstance(health["kv_blocks_in_use"], int)

@@ -13,11 +13,12 @@ from contextlib import aclosing
 
 import pytest
 
-from engine import Chunk, ContextClosedError, Gate, PromptTooLongError
-from engine.remote_backend import RemoteEngine
-from engine.remote_session import RemoteSession
+from engine import ContextClosedError, Gate, PromptTooLongError, Sampling
+from retrievers import Chunk
+from engine.remote import VLLMServersEngine
+from engine.remote import VLLMServersSession
 from tests.remote_fixtures import REMOTE_BLOCK_SIZE
-from tests.text import random_text
+from tests.text import random_text, text_chunk
 
 ANSWER_TOKENS = 12
 
@@ -30,25 +31,25 @@ def chunks(tag: str, n: int, words: int = 40) -> list[Chunk]:
     return [Chunk(text=passage(f"{tag}-{i}", words), id=f"{tag}-{i}", score=1.0 - 0.1 * i) for i in range(n)]
 
 
-async def answer(session: RemoteSession, max_tokens: int = ANSWER_TOKENS) -> tuple[int, ...]:
+async def answer(session: VLLMServersSession, max_tokens: int = ANSWER_TOKENS) -> tuple[int, ...]:
     ids: list[int] = []
-    async with aclosing(session.generate(max_tokens=max_tokens, ignore_eos=True)) as deltas:
+    async with aclosing(session.generate(Sampling(max_tokens=max_tokens, ignore_eos=True))) as deltas:
         async for delta in deltas:
             ids.extend(delta.token_ids)
     return tuple(ids)
 
 
-async def one_shot(engine: RemoteEngine, prompt: list[int], replica: str,
+async def one_shot(engine: VLLMServersEngine, prompt: list[int], replica: str,
                    max_tokens: int = ANSWER_TOKENS) -> tuple[int, ...]:
-    done = await engine.complete(prompt_token_ids=prompt, max_tokens=max_tokens, ignore_eos=True, replica=replica)
+    done = await engine.complete(prompt_token_ids=prompt, replica=replica, sampling=Sampling(max_tokens=max_tokens, ignore_eos=True))
     return done.token_ids
 
 
-async def sessions_on_both(engine: RemoteEngine, per_replica: int, **kwargs) -> list[RemoteSession]:
+async def sessions_on_both(engine: VLLMServersEngine, per_replica: int, **kwargs) -> list[VLLMServersSession]:
     """Open sessions until each replica holds `per_replica` (ids are random; the ring decides)."""
-    kept: dict[str, list[RemoteSession]] = {url: [] for url in engine.replicas.urls}
+    kept: dict[str, list[VLLMServersSession]] = {url: [] for url in engine.replicas.urls}
     for i in range(64):
-        s = engine.open_session(question=f"Question {i} about the passages?", **kwargs)
+        s = await engine.open_session(question=f"Question {i} about the passages?", **kwargs)
         if len(kept[s.replica]) < per_replica:
             kept[s.replica].append(s)
         else:
@@ -76,7 +77,7 @@ async def test_sessions_answer_as_each_server_does_one_shot_and_reuse_the_warmed
         warmed = warms[-1].prompt_tokens
         # The server's own count: everything the last warm computed, to the block, was reused.
         assert final.cached_tokens >= warmed - warmed % REMOTE_BLOCK_SIZE
-        assert s.stats.prefilled_before_gate == warmed == len(s.prompt_token_ids) - s.stats.tail_tokens
+        assert s.stats.prefilled_before_gate == warmed == len(s.prompt_token_ids) - s.stats.tail_prefill_tokens
         assert s.stats.reused_tokens == sum(
             min(r.cached_tokens, prev.prompt_tokens) for prev, r in zip(s.server_requests, s.server_requests[1:]))
 
@@ -99,7 +100,7 @@ async def test_every_request_of_a_session_goes_to_its_replica(remote_engine):
 async def test_a_burst_is_coalesced_into_one_warm_at_a_time(remote_engine):
     question = "What do the passages say?"
     closing = len(remote_engine.template.render(question).closing_ids)
-    s = remote_engine.open_session(question=question)
+    s = await remote_engine.open_session(question=question)
     for i in range(8):  # no await between them that lets a warm finish
         await s.append(chunks(f"burst-{i}", 1, words=30))
     await s.wait_prefilled()
@@ -112,7 +113,7 @@ async def test_a_burst_is_coalesced_into_one_warm_at_a_time(remote_engine):
 
 
 async def test_an_update_reuses_what_the_server_kept_and_matches_one_shot(remote_engine):
-    s = remote_engine.open_session(question="Which passage matters most?")
+    s = await remote_engine.open_session(question="Which passage matters most?")
     ranking = chunks("rank", 4, words=50)
     await s.update(ranking)
     await s.wait_prefilled()
@@ -127,14 +128,14 @@ async def test_an_update_reuses_what_the_server_kept_and_matches_one_shot(remote
 
 
 async def test_gate_semantics_are_the_in_process_ones(remote_engine):
-    s = remote_engine.open_session(question="Enough?", gate=Gate(min_chunks=2))
+    s = await remote_engine.open_session(question="Enough?", gate=Gate(min_chunks=2))
     await s.append(chunks("g", 2))
     assert s.gate_is_open and await s.wait_gate() == "criteria"
     late = await s.append(chunks("late", 1))
     assert (late.accepted, late.dropped) == (0, 1) and s.stats.chunks_dropped_late == 1
     await s.abort()
 
-    s = remote_engine.open_session(question="Stable?", gate=Gate(stable_updates=2, stable_top_k=2))
+    s = await remote_engine.open_session(question="Stable?", gate=Gate(stable_updates=2, stable_top_k=2))
     ranking = chunks("st", 3)
     for tail in ([ranking[2]], [], [ranking[2]]):
         assert not s.gate_is_open
@@ -142,7 +143,7 @@ async def test_gate_semantics_are_the_in_process_ones(remote_engine):
     assert await s.wait_gate() == "criteria"
     await s.abort()
 
-    s = remote_engine.open_session(question="Deadline?", gate=Gate(max_wait_s=0.2))
+    s = await remote_engine.open_session(question="Deadline?", gate=Gate(max_wait_s=0.2))
     assert await asyncio.wait_for(s.wait_gate(), 5) == "deadline"
     await s.finish_context()
     with pytest.raises(ContextClosedError):
@@ -151,9 +152,9 @@ async def test_gate_semantics_are_the_in_process_ones(remote_engine):
 
 
 async def test_too_long_a_prompt_is_refused_before_reaching_a_server(remote_engine):
-    s = remote_engine.open_session(question="Long?")
+    s = await remote_engine.open_session(question="Long?")
     with pytest.raises(PromptTooLongError):
-        await s.append([Chunk(text=passage("long", 3000))])
+        await s.append([text_chunk(passage("long", 3000))])
     await s.abort()
 
 
@@ -164,7 +165,7 @@ async def test_ended_sessions_leave_no_kv_blocks_on_the_servers(remote_engine):
         await s.finish_context()
     done = await answer(sessions[0], 4)
     assert len(done) == 4
-    async with aclosing(sessions[1].generate(max_tokens=500, ignore_eos=True)) as deltas:
+    async with aclosing(sessions[1].generate(Sampling(max_tokens=500, ignore_eos=True))) as deltas:
         async for _ in deltas:
             break  # the client leaves mid-answer: the request is aborted on its server
     for s in sessions[2:]:

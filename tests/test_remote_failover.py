@@ -15,11 +15,12 @@ import asyncio
 import random
 from contextlib import aclosing
 
-from engine import Chunk
-from engine.remote_backend import RemoteEngine
-from engine.remote_session import RemoteSession
-from engine.replicas import NoReplicaError
-from engine.server_process import free_port
+from engine import Sampling
+from retrievers import Chunk
+from engine.remote import VLLMServersEngine
+from engine.remote import VLLMServersSession
+from engine.remote.replicas import NoReplicaError
+from eval.server_process import free_port
 from tests.remote_fixtures import REMOTE_BLOCK_SIZE, CuttingProxy
 from tests.text import random_text
 
@@ -30,12 +31,12 @@ def chunks(tag: str, n: int) -> list[Chunk]:
     return [Chunk(text=random_text(random.Random(f"{tag}-{i}"), 40, 40), id=f"{tag}-{i}") for i in range(n)]
 
 
-async def open_on(engine: RemoteEngine, url: str, count: int) -> list[RemoteSession]:
-    out: list[RemoteSession] = []
+async def open_on(engine: VLLMServersEngine, url: str, count: int) -> list[VLLMServersSession]:
+    out: list[VLLMServersSession] = []
     for i in range(64):
         if len(out) == count:
             return out
-        s = engine.open_session(question=f"Failover question {i}?")
+        s = await engine.open_session(question=f"Failover question {i}?")
         if s.replica == url:
             out.append(s)
         else:
@@ -43,9 +44,9 @@ async def open_on(engine: RemoteEngine, url: str, count: int) -> list[RemoteSess
     raise AssertionError(f"64 random session ids gave fewer than {count} sessions on {url}")
 
 
-async def collect(session: RemoteSession, max_tokens: int) -> tuple[int, ...]:
+async def collect(session: VLLMServersSession, max_tokens: int) -> tuple[int, ...]:
     ids: list[int] = []
-    async with aclosing(session.generate(max_tokens=max_tokens, ignore_eos=True)) as deltas:
+    async with aclosing(session.generate(Sampling(max_tokens=max_tokens, ignore_eos=True))) as deltas:
         async for delta in deltas:
             ids.extend(delta.token_ids)
     return tuple(ids)
@@ -55,7 +56,7 @@ async def test_killing_a_replica_mid_run_loses_no_session(replicas):
     doomed_server, survivor_server = replicas.servers
     proxy = await CuttingProxy(doomed_server.port, on_cut=doomed_server.kill).start()
     doomed, survivor = proxy.url, survivor_server.url
-    async with RemoteEngine([doomed, survivor], model="tiny", block_size=REMOTE_BLOCK_SIZE,
+    async with VLLMServersEngine([doomed, survivor], model="tiny", block_size=REMOTE_BLOCK_SIZE,
                             probe_interval_s=0.5) as engine:
         streaming, *taking_context = await open_on(engine, doomed, 3)
         bystander = (await open_on(engine, survivor, 1))[0]
@@ -77,8 +78,7 @@ async def test_killing_a_replica_mid_run_loses_no_session(replicas):
         for s in everyone:
             assert s.state == "finished" and s.replica == survivor
             n = STREAMED if s is streaming else 12
-            expected = await engine.complete(prompt_token_ids=s.prompt_token_ids, max_tokens=n,
-                                             ignore_eos=True, replica=survivor)
+            expected = await engine.complete(prompt_token_ids=s.prompt_token_ids, replica=survivor, sampling=Sampling(max_tokens=n, ignore_eos=True))
             assert answers[s.id] == expected.token_ids, s.id
         assert bystander.failovers == 0
         assert all(s.failovers == 1 for s in [streaming, *taking_context])
@@ -92,7 +92,7 @@ async def test_killing_a_replica_mid_run_loses_no_session(replicas):
             assert s.stats.invalidated_tokens > 0
 
         # A new session now lands on the survivor; none is lost to the dead replica.
-        late = engine.open_session(question="After the crash?")
+        late = await engine.open_session(question="After the crash?")
         assert late.replica == survivor
         await late.abort()
     await proxy.close()
@@ -100,7 +100,7 @@ async def test_killing_a_replica_mid_run_loses_no_session(replicas):
 
 async def test_no_live_server_is_a_typed_error_naming_the_urls(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    engine = RemoteEngine([url], model="tiny")
+    engine = VLLMServersEngine([url], model="tiny")
     try:
         await engine.start()
     except NoReplicaError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import ConfigError
-from engine.replicas import NoReplicaError, ReplicaSet, normalize_url
+from engine.remote.replicas import NoReplicaError, ReplicaSet, normalize_url
 
 URLS = [f"http://10.1.0.{i}:8001" for i in range(1, 5)]
 KEYS = [f"sr-{i:016x}" for i in range(2000)]

@@ -80,12 +80,12 @@ async def _bench(args: argparse.Namespace) -> int:
 
     from engine import EngineConfig, StreamEngine
     from eval.plots import plot_report
-    from eval.remote import RemoteEngine
     from eval.replay import replay
     from eval.report import build_report, format_table, write_report
     from eval.systems import SYSTEMS
     from eval.trace import read_trace, write_trace
     from eval.workloads import Scaling, generate
+    from integrations.http_client import StreamRAGClient
 
     if args.server and args.policy is not None:
         print("streamrag bench: error: --policy applies to in-process engines only; with --server "
@@ -120,7 +120,8 @@ async def _bench(args: argparse.Namespace) -> int:
           f"starting {'the engine' if count == 1 else f'{count} engines'} ...", file=sys.stderr, flush=True)
     async with AsyncExitStack() as stack:  # every engine shuts down, on every path
         if args.server:
-            engines = await stack.enter_async_context(RemoteEngine(args.server, args.model, api_key=args.api_key))
+            engines = await stack.enter_async_context(
+                StreamRAGClient(args.server, api_key=args.api_key, timeout_s=None, model=args.model))
         else:
             started: dict[EngineConfig, StreamEngine] = {}
             for config in configs.values():

@@ -30,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from engine import Chunk, EngineConfig, Gate, StreamEngine
+    from engine import EngineConfig, Gate, Sampling, StreamEngine
+    from retrievers import Chunk
 
     async with StreamEngine(EngineConfig(model=args.model)) as engine:
-        session = engine.open_session(
+        session = await engine.open_session(
             question="When does the finally clause of a try statement run?", gate=Gate(max_wait_s=30)
         )
         for doc_id, text in PASSAGES:
@@ -42,9 +43,9 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"context {doc_id}: prompt now {receipt.prompt_tokens} tokens (prefilling)")
         await session.finish_context()
         print("answer: ", end="", flush=True)
-        async for delta in session.generate(max_tokens=args.max_tokens):
+        async for delta in session.generate(Sampling(max_tokens=args.max_tokens)):
             print(delta.text, end="", flush=True)
         s = session.stats
-        print(f"\n\nprefilled before the gate: {s.prefilled_before_gate} tokens, after: {s.tail_tokens}; "
+        print(f"\n\nprefilled before the gate: {s.prefilled_before_gate} tokens, after: {s.tail_prefill_tokens}; "
               f"TTFT from the gate: {s.ttft_from_gate_s * 1000:.0f} ms")
     return 0

@@ -35,8 +35,8 @@ async def _profile(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from engine import EngineConfig, StreamEngine
-    from engine.cost_model import CostModel, Fit, default_profile_path
+    from engine import EngineConfig, Sampling, StreamEngine
+    from engine.local.cost_model import CostModel, Fit, default_profile_path
 
     sizes = [16]
     while sizes[-1] * 2 < args.max_model_len - 16:
@@ -47,14 +47,14 @@ async def _profile(args: argparse.Namespace) -> int:
     times: list[float] = []
     async with StreamEngine(config) as engine:
         vocab = len(engine.tokenizer)
-        await engine.complete(prompt_token_ids=[rng.randrange(100, vocab) for _ in range(64)], max_tokens=1)
+        await engine.complete(prompt_token_ids=[rng.randrange(100, vocab) for _ in range(64)], sampling=Sampling(max_tokens=1))
         with tqdm(total=len(sizes) * args.repeats, desc="profile recompute", unit="run") as bar:
             for n in sizes:
                 runs = []
                 for _ in range(args.repeats):
                     ids = [rng.randrange(100, vocab) for _ in range(n)]
                     started = time.perf_counter()
-                    await engine.complete(prompt_token_ids=ids, max_tokens=1)
+                    await engine.complete(prompt_token_ids=ids, sampling=Sampling(max_tokens=1))
                     runs.append(time.perf_counter() - started)
                     bar.update()
                 times.append(statistics.median(runs))

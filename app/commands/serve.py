@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="scheduling policy of the in-process engine (fcfs)")
     p.add_argument("--no-retrieval", action="store_true", help="do not load the embedder and Qdrant")
     p.add_argument("--session-ttl-s", type=float)
+    p.add_argument("--no-restart", action="store_true",
+                   help="if the engine dies, exit with status 3 instead of restarting it")
     p.set_defaults(func=run)
 
 
@@ -33,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host, "port": args.port, "model": args.model, "data_dir": args.data_dir,
         "qdrant_url": args.qdrant_url, "api_key": args.api_key, "max_model_len": args.max_model_len,
         "session_ttl_s": args.session_ttl_s, "vllm_urls": args.vllm_urls, "policy": args.policy,
-        "retrieval": False if args.no_retrieval else None,
+        "retrieval": False if args.no_retrieval else None, "restart": False if args.no_restart else None,
     }.items() if v is not None}
     settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-    return 0
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    supervisor = getattr(app.state, "supervisor", None)
+    return supervisor.exit_code if supervisor is not None else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from app.deps import check_model, now, require_api_key, sampling_args
+from app.deps import check_model, current_engine, now, require_api_key, sampling_args
 from app.errors import APIError, from_engine_error
 from app.responses import respond
 from app.runs import completion_run, session_run
@@ -18,14 +18,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     t_request = now()
     check_model(request, body.model)
     state = request.app.state
+    engine = current_engine(request)
     sampling = sampling_args(request, body)
     if body.retrieval is None:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text}
                     for m in body.messages]
-        prompt = state.engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = state.engine.template.encode(prompt)
-        _check_length(state.engine, ids, "messages")
-        events = completion_run(state.engine, ids, sampling, t_request)
+        ids = engine.template.chat_ids(messages)
+        _check_length(engine, ids, "messages")
+        events = completion_run(engine, ids, sampling, t_request)
     else:
         if state.retrieval is None:
             raise APIError(400, "this server runs without retrieval (retrieval=false)", param="retrieval")
@@ -36,7 +36,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         spec = body.retrieval
         context = await state.retrieval.stream(spec, users[-1].text)
         try:
-            session = state.engine.open_session(
+            session = await engine.open_session(
                 question=users[-1].text, system="\n".join(systems) if systems else None,
                 gate=spec.gate.to_gate() if spec.gate else None,
             )
@@ -51,7 +51,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 async def completions(body: CompletionRequest, request: Request):
     t_request = now()
     check_model(request, body.model)
-    engine = request.app.state.engine
+    engine = current_engine(request)
     ids = list(body.prompt) if isinstance(body.prompt, list) else engine.template.encode(body.prompt)
     vocab = len(engine.tokenizer)
     if any(not 0 <= t < vocab for t in ids):

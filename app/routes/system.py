@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from app.deps import require_api_key
 from app.errors import APIError
@@ -19,23 +19,30 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @public.get("/health")
 async def health(request: Request):
-    engine = request.app.state.engine
-    return {"status": "ok", "model": request.app.state.settings.model_name,
-            "sessions": engine.live_sessions, "kv_blocks_in_use": engine.kv_blocks_in_use()}
+    """200 while the engine can serve; 503 with the reason while it is dead or restarting."""
+    supervisor = request.app.state.supervisor
+    state = supervisor.health()
+    engine = supervisor.engine
+    body = {"status": "ok" if state.ok else "unavailable", "reason": state.reason,
+            "model": request.app.state.settings.model_name, "restarts": supervisor.restarts,
+            "sessions": engine.live_sessions, "kv_blocks_in_use": engine.kv_blocks_in_use() if state.ok else None}
+    return JSONResponse(body, status_code=200 if state.ok else 503)
 
 
 @router.get("/v1/models")
 async def models(request: Request):
     s = request.app.state.settings
     return {"object": "list", "data": [{"id": s.model_name, "object": "model", "owned_by": "streamrag",
-                                        "max_model_len": request.app.state.engine.max_model_len}]}
+                                        "max_model_len": request.app.state.supervisor.engine.max_model_len}]}
 
 
 @router.get("/metrics")
 async def metrics(request: Request):
     state = request.app.state
-    preemption = getattr(state.engine, "preemption_stats", None)
-    body = state.metrics.render(state.engine.live_sessions, state.engine.kv_blocks_in_use(),
+    engine = state.supervisor.engine
+    healthy = state.supervisor.health().ok
+    preemption = getattr(engine, "preemption_stats", None) if healthy else None
+    body = state.metrics.render(engine.live_sessions, engine.kv_blocks_in_use() if healthy else 0,
                                 preemption() if preemption else None)
     return Response(body, media_type="text/plain; version=0.0.4")
 

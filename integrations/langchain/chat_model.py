@@ -24,6 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from engine import Sampling
 from integrations.client import ChatDelta, EngineClient
 from integrations.runner import EngineRunner
 
@@ -156,9 +157,9 @@ class StreamRAGChatModel(BaseChatModel):
             yield chunk
 
     # -- helpers --------------------------------------------------------------------------
-    def sampling(self, **overrides: Any) -> dict[str, Any]:
-        """Sampling arguments for an engine call: this model's settings, then `overrides`."""
-        return self._sampling(None, overrides)
+    def sampling(self, **overrides: Any) -> Sampling:
+        """A session's sampling: this model's settings, then `overrides` (stop strings apply to chat only)."""
+        return Sampling(**{k: v for k, v in self._sampling(None, overrides).items() if k != "stop" and v is not None})
 
     def _sampling(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,

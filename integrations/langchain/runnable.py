@@ -20,7 +20,6 @@ Input: the question as a string, or a dict with "question" (or "input" / "query"
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
@@ -101,7 +100,7 @@ class StreamingRAG(RunnableSerializable[Any, AIMessage]):
 
         query = StreamingQuery(self.model.client, question, system=self.system, gate=self.gate, mode=self.mode,
                                k=self.k, on_event=on_event, on_gate=on_gate)
-        async for delta in query.run(retrieve, **_session_sampling(self.model)):
+        async for delta in query.run(retrieve, self.model.sampling()):
             if delta.finish_reason is None:
                 yield AIMessageChunk(content=delta.text)
                 continue
@@ -109,7 +108,7 @@ class StreamingRAG(RunnableSerializable[Any, AIMessage]):
             usage = UsageMetadata(input_tokens=stats.prompt_tokens, output_tokens=stats.generated_tokens,
                                   total_tokens=stats.prompt_tokens + stats.generated_tokens)
             metadata = {"model_name": self.model.model or self.model.client.model_name, "model_provider": "streamrag",
-                        "finish_reason": delta.finish_reason, "streamrag": dataclasses.asdict(stats),
+                        "finish_reason": delta.finish_reason, "streamrag": stats.to_dict(),
                         "session_id": query.session.id, "token_ids": list(query.token_ids),
                         "sources": [{"id": c.id, "source": c.source, "score": c.score} for c in query.feed.context]}
             yield AIMessageChunk(content=delta.text, usage_metadata=usage, response_metadata=metadata,
@@ -124,11 +123,6 @@ def _question(value: Any) -> str:
             if isinstance(value.get(key), str):
                 return value[key]
     raise TypeError(f"input: {type(value).__name__} {value!r:.80}; pass the question as a string or {{'question': ...}}")
-
-
-def _session_sampling(model: StreamRAGChatModel) -> dict[str, Any]:
-    # A session's generate() takes no stop strings (a vLLM streaming-input limit).
-    return {k: v for k, v in model.sampling().items() if k != "stop" and v is not None}
 
 
 def _gate_data(stats: SessionStats) -> dict[str, Any]:

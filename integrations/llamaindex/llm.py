@@ -30,6 +30,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
+from engine import Sampling
 from integrations.client import ChatDelta, EngineClient
 
 DEFAULT_CONTEXT_WINDOW = 4096  # only when a server does not report its max_model_len
@@ -156,9 +157,9 @@ class StreamRAGLLM(LLM):
     def astream_chat_deltas(self, messages: Sequence[ChatMessage], **kwargs: Any) -> AsyncIterator[ChatDelta]:
         return self._client.chat_stream(self._payload(messages), **self._sampling(kwargs))
 
-    def sampling(self, **overrides: Any) -> dict[str, Any]:
-        """Sampling arguments for an engine call: this LLM's settings, then `overrides`."""
-        return self._sampling(overrides)
+    def sampling(self, **overrides: Any) -> Sampling:
+        """A session's sampling: this LLM's settings, then `overrides` (stop strings apply to chat only)."""
+        return Sampling(**{k: v for k, v in self._sampling(overrides).items() if k != "stop" and v is not None})
 
     def _payload(self, messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         return [{"role": _role(m.role), "content": m.content or ""} for m in self._extend_messages(list(messages))]

@@ -77,7 +77,7 @@ class StreamingQueryEngine(BaseQueryEngine):
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query = self._query_of(query_bundle)
-        deltas = query.run(lambda: self._retriever.aretrieve(query_bundle), **self._llm.sampling())
+        deltas = query.run(lambda: self._retriever.aretrieve(query_bundle), self._llm.sampling())
         if self._streaming:
             return _AsyncAnswer(query, deltas).response()
         text = "".join([delta.text async for delta in deltas])
@@ -87,7 +87,7 @@ class StreamingQueryEngine(BaseQueryEngine):
         # The sync face: the same async query on a private loop (the engine has its own).
         query = self._query_of(query_bundle)
         deltas = iterate_blocking(lambda: query.run(lambda: self._retriever.aretrieve(query_bundle),
-                                                    **self._llm.sampling()))
+                                                    self._llm.sampling()))
         if self._streaming:
             response = StreamingResponse(iter(()), metadata={"streamrag_query": query})
             response.response_gen = _texts(deltas, query, response)

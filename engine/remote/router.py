@@ -1,6 +1,6 @@
 """`ReplicaRouter`: requests to the vLLM servers, each on its placement's replica, with failover.
 
-The router owns the HTTP client, one `ServerClient` per server, the `ReplicaSet` and a probe
+The router owns the HTTP client, one `VLLMClient` per server, the `ReplicaSet` and a probe
 task. A request names a `Placement` (a session's, or a one-shot's); when the replica does not
 answer, the router takes it out, moves the placement to the next live replica and sends the
 request again there, whole:
@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
 import httpx
 
 from engine.errors import ConfigError
-from engine.replicas import NoReplicaError, Placement, ReplicaSet
-from engine.server_client import (
+from engine.types import Sampling
+from engine.remote.replicas import NoReplicaError, Placement, ReplicaSet
+from engine.remote.vllm_client import (
     ReplicaDownError,
     ServedModel,
-    ServerClient,
+    VLLMClient,
     ServerMetrics,
     Step,
-    Usage,
+    ServerUsage,
     completion_body,
 )
 
@@ -45,7 +47,7 @@ class ReplicaRouter:
         # No pool limit: every live session may hold one request open for minutes.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(request_timeout_s, connect=5.0),
                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-        self._clients = {url: ServerClient(self._http, url) for url in self.replicas.urls}
+        self._clients = {url: VLLMClient(self._http, url) for url in self.replicas.urls}
         self._metrics: dict[str, ServerMetrics] = {}
         self._probe: asyncio.Task | None = None
         self.model = ""  # the served model name, set by `open`
@@ -79,9 +81,9 @@ class ReplicaRouter:
         await self._http.aclose()
 
     # -- requests -------------------------------------------------------------------------
-    async def warm(self, placement: Placement, prompt: list[int], request_id: str) -> Usage:
+    async def warm(self, placement: Placement, prompt: list[int], request_id: str) -> ServerUsage:
         """Prefill `prompt` on the placement's replica (one throw-away token)."""
-        body = completion_body(self.model, prompt, 1, request_id=request_id)
+        body = completion_body(self.model, prompt, Sampling(max_tokens=1), request_id=request_id)
         while True:
             url = placement.replica
             try:
@@ -89,18 +91,18 @@ class ReplicaRouter:
             except ReplicaDownError as error:
                 self._fail_over(placement, error)
 
-    async def stream(self, placement: Placement, prompt: list[int], sampling: dict,
-                     request_id: str) -> AsyncIterator[Step | Usage]:
-        """Stream a completion (`sampling` holds max_tokens, temperature, top_p, seed, ignore_eos)."""
+    async def stream(self, placement: Placement, prompt: list[int], sampling: Sampling,
+                     request_id: str) -> AsyncIterator[Step | ServerUsage]:
+        """Stream a completion; after a failover the new replica continues the answer."""
         produced: list[int] = []
         while True:
             url = placement.replica
-            left = sampling["max_tokens"] - len(produced)
+            left = sampling.max_tokens - len(produced)
             if left < 1:  # the replica failed after the last token but before saying so
                 yield Step((), "length")
                 return
             suffix = f".{placement.moves}" if placement.moves else ""
-            body = completion_body(self.model, prompt + produced, **{**sampling, "max_tokens": left},
+            body = completion_body(self.model, prompt + produced, replace(sampling, max_tokens=left),
                                    request_id=request_id + suffix)
             try:
                 async with aclosing(self._clients[url].stream(body)) as items:

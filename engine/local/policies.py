@@ -17,10 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-PolicyName = Literal["vllm", "fcfs", "lcas", "mcps"]
-POLICY_NAMES: tuple[str, ...] = ("vllm", "fcfs", "lcas", "mcps")
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,7 @@ def _mcps(c: Candidate) -> tuple:
     return (-c.computed, c.arrival, c.request_id)
 
 
+# One key per name of engine.config.Policy (tests/test_engine_policies.py checks they match).
 KEYS: dict[str, Callable[[Candidate], tuple] | None] = {
     "vllm": None,
     "fcfs": _fcfs,

@@ -1,4 +1,4 @@
-"""`RemoteSession`: a session whose prompt is prefilled on a vLLM server by prefix warming.
+"""`VLLMServersSession`: a session whose prompt is prefilled on a vLLM server by prefix warming.
 
 A vLLM server keeps no session between requests; what carries over is its prefix cache (the
 full KV blocks earlier requests computed). So the session turns context into requests:
@@ -26,7 +26,7 @@ closes its connection; vLLM aborts a request whose client went away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -35,13 +35,12 @@ from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import SessionStateError
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
-from engine.server_client import Usage
-from engine.session import common_prefix_len
-from engine.session_context import SessionContext, State
-from engine.types import Chunk, ContextReceipt, Delta, GateReason, SessionStats
+from engine.remote.vllm_client import ServerUsage
+from engine.session_context import SessionContext, common_prefix_len
+from engine.types import ChunkLike, ContextReceipt, Delta, GateReason, Sampling, SessionStats, State
 
 if TYPE_CHECKING:
-    from engine.replica_router import ReplicaRouter
+    from engine.remote.router import ReplicaRouter
 
 _END = object()  # end of the answer stream in `_answers`
 
@@ -56,12 +55,12 @@ class ServerRequest:
     cached_tokens: int | None  # None: the server runs without --enable-prompt-tokens-details
 
 
-class RemoteSession:
-    """Created by `RemoteEngine.open_session`; see the module docstring for the protocol."""
+class VLLMServersSession:
+    """Created by `VLLMServersEngine.open_session`; see the module docstring for the protocol."""
 
     def __init__(self, router: ReplicaRouter, session_id: str, template: PromptTemplate,
                  rendered: RenderedPrompt, gate: Gate, max_model_len: int,
-                 on_close: Callable[[RemoteSession], None]) -> None:
+                 on_close: Callable[[VLLMServersSession], None]) -> None:
         self.id = session_id
         self.gate = gate
         self._router = router
@@ -90,7 +89,7 @@ class RemoteSession:
         return self._ctx.prompt_token_ids
 
     @property
-    def chunks(self) -> tuple[Chunk, ...]:
+    def chunks(self) -> tuple[ChunkLike, ...]:
         return tuple(self._ctx.chunks)
 
     @property
@@ -123,11 +122,11 @@ class RemoteSession:
     async def wait_gate(self) -> GateReason | None:
         return await self._ctx.wait_gate()
 
-    async def append(self, chunks: list[Chunk]) -> ContextReceipt:
-        return self._ctx.append(list(chunks))
+    async def append(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
+        return self._ctx.append(chunks, last)
 
-    async def update(self, chunks: list[Chunk]) -> ContextReceipt:
-        return self._ctx.update(list(chunks))
+    async def update(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
+        return self._ctx.update(chunks, last)
 
     async def finish_context(self) -> None:
         self._ctx.finish()
@@ -140,24 +139,19 @@ class RemoteSession:
             await self._progress.wait()
         self._raise_if_failed()
 
-    async def generate(self, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None, ignore_eos: bool = False) -> AsyncIterator[Delta]:
+    async def generate(self, sampling: Sampling | None = None) -> AsyncIterator[Delta]:
         """Wait for the gate, then stream the answer. Leaving early aborts the session."""
-        self._ctx.claim_generate(max_tokens)
+        sampling = self._ctx.claim_generate(sampling)
         detok = IncrementalDetokenizer(self._ctx.template.decode)
         try:
             await self._ctx.gate_opened.wait()
             self._raise_if_failed()
-            if self._ctx.closed:
-                raise SessionStateError(f"session {self.id} was {self.state} before it could generate")
-            self._ctx.state = "generating"
+            sampling = self._ctx.start_generating(sampling)
             self._finalizing = True
             if self._warm_task is not None:  # its blocks are what the final request reuses
                 await asyncio.wait({self._warm_task})
             self._raise_if_failed()
             prompt = self._ctx.prompt_token_ids
-            sampling = {"max_tokens": min(max_tokens, self._ctx.max_model_len - len(prompt)),
-                        "temperature": temperature, "top_p": top_p, "seed": seed, "ignore_eos": ignore_eos}
             self._final_task = asyncio.create_task(self._final(prompt, sampling), name=f"{self.id}.final")
             while (item := await self._answers.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -214,12 +208,12 @@ class RemoteSession:
             self._progress.set()
         self._pump()
 
-    async def _final(self, prompt: list[int], sampling: dict) -> None:
+    async def _final(self, prompt: list[int], sampling: Sampling) -> None:
         try:
             stream = self._router.stream(self._placement, prompt, sampling, f"{self.id}.final")
             async with aclosing(stream) as items:
                 async for item in items:
-                    if isinstance(item, Usage):
+                    if isinstance(item, ServerUsage):
                         self._record("final", prompt, item)
                     else:
                         self._answers.put_nowait(item)
@@ -230,7 +224,7 @@ class RemoteSession:
             return
         self._answers.put_nowait(_END)
 
-    def _record(self, kind: Literal["warm", "final"], prompt: list[int], usage: Usage) -> None:
+    def _record(self, kind: Literal["warm", "final"], prompt: list[int], usage: ServerUsage) -> None:
         stats = self._ctx.stats
         if self._placement.moves != self._moves_seen:  # moved: the old replica's cache is gone
             self._moves_seen = self._placement.moves

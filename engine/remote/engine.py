@@ -1,10 +1,10 @@
-"""`RemoteEngine`: the engine's session surface over running vLLM OpenAI-compatible servers.
+"""`VLLMServersEngine`: the engine's session surface over running vLLM OpenAI-compatible servers.
 
-    async with RemoteEngine(["http://10.0.0.5:8001", "http://10.0.0.6:8001"], model="default") as engine:
-        s = engine.open_session(question="...", gate=Gate(min_chunks=3, max_wait_s=2.0))
-        await s.append([Chunk(text="...", id="doc-1", score=0.82)])   # warms the server's prefix cache
+    async with VLLMServersEngine(["http://10.0.0.5:8001", "http://10.0.0.6:8001"], model="default") as engine:
+        s = await engine.open_session(question="...", gate=Gate(min_chunks=3, max_wait_s=2.0))
+        await s.append([Chunk(id="doc-1", text="...", score=0.82)])   # warms the server's prefix cache
         await s.finish_context()
-        async for delta in s.generate(max_tokens=64):
+        async for delta in s.generate(Sampling(max_tokens=64)):
             ...
 
 It mirrors `StreamEngine` (sessions, one-shot `complete`/`complete_stream`, `template`,
@@ -22,9 +22,9 @@ Differences from the in-process engine, all forced by the servers' API:
   - `kv_blocks_in_use()` is the sum over live servers of their /metrics gauge as of the last
     probe (every `probe_interval_s`), not a live count; `wait_for_blocks` probes afresh.
 
-The parts: `remote_session.py` (the warming protocol of one session), `session_context.py`
-(context, gate, stats: what any session has), `replica_router.py` (requests with failover),
-`replicas.py` (the consistent-hash ring), `server_client.py` (one server's HTTP API).
+The parts: `session.py` (the warming protocol of one session), `engine/session_context.py`
+(context, gate, stats: what any session has), `router.py` (requests with failover),
+`replicas.py` (the consistent-hash ring), `vllm_client.py` (one server's HTTP API).
 """
 
 from __future__ import annotations
@@ -37,18 +37,20 @@ from contextlib import aclosing
 from pathlib import Path
 
 from engine.detokenizer import IncrementalDetokenizer
-from engine.errors import ConfigError, PromptTooLongError, SessionStateError
+from engine.config import check_update_mode
+from engine.errors import ConfigError, SessionStateError
 from engine.gate import Gate
 from engine.models import resolve_model
 from engine.prompt import PromptTemplate
-from engine.remote_session import RemoteSession
-from engine.replica_router import ReplicaRouter
-from engine.replicas import ReplicaSet, ReplicaStatus
-from engine.server_client import ServerMetrics, Usage
-from engine.types import Completion, Delta
+from engine.remote.session import VLLMServersSession
+from engine.remote.router import ReplicaRouter
+from engine.remote.replicas import ReplicaSet, ReplicaStatus
+from engine.remote.vllm_client import ServerMetrics, ServerUsage
+from engine.one_shot import collect, one_shot_ids
+from engine.types import Completion, Delta, Health, Sampling
 
 
-class RemoteEngine:
+class VLLMServersEngine:
     """Sessions over one or more vLLM servers, each session pinned to one. Use as `async with`.
 
     block_size: the servers' KV block size; None takes it from their /metrics, a number is
@@ -68,10 +70,10 @@ class RemoteEngine:
         self.tokenizer = None
         self.model_path: Path | None = None
         self._max_model_len: int | None = None
-        self._sessions: dict[str, RemoteSession] = {}
+        self._sessions: dict[str, VLLMServersSession] = {}
         self._started = False
 
-    async def __aenter__(self) -> RemoteEngine:
+    async def __aenter__(self) -> VLLMServersEngine:
         await self.start()
         return self
 
@@ -111,22 +113,22 @@ class RemoteEngine:
         return self._max_model_len
 
     # -- sessions -------------------------------------------------------------------------
-    def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
-                     update_mode: str | None = None) -> RemoteSession:
+    async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
+                           update_mode: str | None = None) -> VLLMServersSession:
         """Open a session; its fixed prefix starts warming on its replica now."""
         self._require_started()
         if not question or not question.strip():
             raise ValueError("question: empty; a session needs the user's question")
-        if update_mode not in (None, "lcp", "reopen"):
-            raise ConfigError("update_mode", f"{update_mode!r}: use 'lcp' or 'reopen'")
-        session = RemoteSession(
+        if update_mode is not None:
+            check_update_mode(update_mode)
+        session = VLLMServersSession(
             self._router, f"sr-{uuid.uuid4().hex[:16]}", self.template, self.template.render(question, system),
             gate or Gate(), self._max_model_len, on_close=lambda s: self._sessions.pop(s.id, None),
         )
         self._sessions[session.id] = session
         return session
 
-    def session(self, session_id: str) -> RemoteSession | None:
+    def session(self, session_id: str) -> VLLMServersSession | None:
         return self._sessions.get(session_id)
 
     @property
@@ -134,44 +136,30 @@ class RemoteEngine:
         return len(self._sessions)
 
     # -- one-shot completions -------------------------------------------------------------
-    async def complete_stream(self, prompt_token_ids: list[int] | None = None, prompt: str | None = None,
-                              max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                              seed: int | None = None, ignore_eos: bool = False,
-                              replica: str | None = None) -> AsyncIterator[Delta]:
+    async def complete_stream(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
+                              sampling: Sampling | None = None, replica: str | None = None) -> AsyncIterator[Delta]:
         """Stream a plain completion of a whole prompt, on `replica` or one the ring picks."""
         ids = self._one_shot_ids(prompt_token_ids, prompt)
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens: {max_tokens} must be >= 1")
+        sampling = (sampling or Sampling()).with_max_tokens(self._max_model_len - len(ids))
         request_id = f"cmpl-{uuid.uuid4().hex[:16]}"
         placement = self.replicas.place(request_id, replica)
-        sampling = {"max_tokens": min(max_tokens, self._max_model_len - len(ids)), "temperature": temperature,
-                    "top_p": top_p, "seed": seed, "ignore_eos": ignore_eos}
         detok = IncrementalDetokenizer(self.template.decode)
         async with aclosing(self._router.stream(placement, ids, sampling, request_id)) as items:
             async for item in items:
-                if isinstance(item, Usage):
+                if isinstance(item, ServerUsage):
                     continue
                 text = detok.push(item.token_ids) + (detok.flush() if item.finish_reason else "")
                 yield Delta(text=text, token_ids=item.token_ids, finish_reason=item.finish_reason)
 
-    async def complete(self, prompt_token_ids: list[int] | None = None, prompt: str | None = None,
-                       **sampling) -> Completion:
-        """One-shot completion of a whole prompt: token ids and text (as `StreamEngine.complete`)."""
-        deltas = [d async for d in self.complete_stream(prompt_token_ids, prompt, **sampling)]
-        finish = next((d.finish_reason for d in reversed(deltas) if d.finish_reason), None)
-        return Completion("".join(d.text for d in deltas), tuple(t for d in deltas for t in d.token_ids),
-                          len(self._one_shot_ids(prompt_token_ids, prompt)), finish)
+    async def complete(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
+                       sampling: Sampling | None = None, replica: str | None = None) -> Completion:
+        """One-shot completion of a whole prompt: token ids and text."""
+        ids = self._one_shot_ids(prompt_token_ids, prompt)
+        return await collect(self.complete_stream(ids, None, sampling, replica), len(ids))
 
-    def _one_shot_ids(self, prompt_token_ids: list[int] | None, prompt: str | None) -> list[int]:
+    def _one_shot_ids(self, prompt_token_ids: Sequence[int] | None, prompt: str | None) -> list[int]:
         self._require_started()
-        if (prompt_token_ids is None) == (prompt is None):
-            raise ValueError("give exactly one of prompt_token_ids and prompt")
-        ids = self.template.encode(prompt) if prompt is not None else list(prompt_token_ids)
-        if not ids:
-            raise ValueError("prompt: empty; give at least one token")
-        if len(ids) >= self._max_model_len:  # at least one token must be generated
-            raise PromptTooLongError(len(ids) + 1, self._max_model_len)
-        return ids
+        return one_shot_ids(self.template, self._max_model_len, prompt_token_ids, prompt)
 
     # -- observability --------------------------------------------------------------------
     @property
@@ -180,6 +168,13 @@ class RemoteEngine:
 
     def replica_status(self) -> tuple[ReplicaStatus, ...]:
         return self._router.replicas.status()
+
+    def health(self) -> Health:
+        """Healthy while at least one server answers its probes."""
+        if not self._started:
+            return Health(False, "the remote engine is not started")
+        live = self._router.replicas.live
+        return Health(True) if live else Health(False, "no vLLM server answers")
 
     def kv_blocks_in_use(self) -> int:
         """KV blocks the live servers hold, from their /metrics as of the last probe."""
@@ -203,4 +198,4 @@ class RemoteEngine:
 
     def _require_started(self) -> None:
         if not self._started:
-            raise SessionStateError("the remote engine is not started; use `async with RemoteEngine(...)`")
+            raise SessionStateError("the remote engine is not started; use `async with VLLMServersEngine(...)`")

@@ -1,4 +1,4 @@
-"""`ServerClient`: one vLLM OpenAI-compatible server, as the remote backend uses it.
+"""`VLLMClient`: one vLLM OpenAI-compatible server, as the remote backend uses it.
 
 Only four calls, all plain HTTP on a shared `httpx.AsyncClient`:
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from engine.errors import StreamRAGError
+from engine.types import Sampling
 
 
 class ReplicaDownError(StreamRAGError, ConnectionError):
@@ -52,7 +53,7 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class Usage:
+class ServerUsage:
     """A finished request's token counts; `cached_tokens` None when the server does not say."""
 
     prompt_tokens: int
@@ -82,7 +83,7 @@ class ServerMetrics:
 _UNAVAILABLE = {502, 503, 504}
 
 
-class ServerClient:
+class VLLMClient:
     def __init__(self, http: httpx.AsyncClient, url: str) -> None:
         self.http = http
         self.url = url
@@ -115,7 +116,7 @@ class ServerClient:
             values.get("vllm:prefix_cache_queries_total"), values.get("vllm:prefix_cache_hits_total"),
         )
 
-    async def warm(self, body: dict) -> Usage:
+    async def warm(self, body: dict) -> ServerUsage:
         """A non-streamed completion (the prefix-warming request); returns its usage."""
         try:
             response = await self.http.post(f"{self.url}/v1/completions", json=body)
@@ -124,8 +125,8 @@ class ServerClient:
         self._raise_for_status(response.status_code, response.text)
         return _usage(response.json().get("usage") or {})
 
-    async def stream(self, body: dict) -> AsyncIterator[Step | Usage]:
-        """A streamed completion: `Step`s as tokens come, then one `Usage`."""
+    async def stream(self, body: dict) -> AsyncIterator[Step | ServerUsage]:
+        """A streamed completion: `Step`s as tokens come, then one `ServerUsage`."""
         body = {**body, "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
         finished = False
         try:
@@ -171,22 +172,17 @@ class ServerClient:
         raise ServerRequestError(self.url, status, str(message)[:500])
 
 
-def completion_body(model: str, prompt: Sequence[int], max_tokens: int, temperature: float = 0.0,
-                    top_p: float = 1.0, seed: int | None = None, ignore_eos: bool = False,
-                    request_id: str | None = None) -> dict:
+def completion_body(model: str, prompt: Sequence[int], sampling: Sampling, request_id: str | None = None) -> dict:
     """The /v1/completions body for a token-id prompt (vLLM's extensions included)."""
-    body = {"model": model, "prompt": list(prompt), "max_tokens": max_tokens,
-            "temperature": temperature, "top_p": top_p, "ignore_eos": ignore_eos}
-    if seed is not None:
-        body["seed"] = seed
+    body = {"model": model, "prompt": list(prompt), **{k: v for k, v in sampling.to_dict().items() if v is not None}}
     if request_id is not None:
         body["request_id"] = request_id  # shows in the server's logs next to ours
     return body
 
 
-def _usage(raw: dict) -> Usage:
+def _usage(raw: dict) -> ServerUsage:
     details = raw.get("prompt_tokens_details") or {}
-    return Usage(raw.get("prompt_tokens", 0), raw.get("completion_tokens", 0), details.get("cached_tokens"))
+    return ServerUsage(raw.get("prompt_tokens", 0), raw.get("completion_tokens", 0), details.get("cached_tokens"))
 
 
 def _int(text: str | None) -> int | None:
