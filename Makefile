@@ -7,7 +7,7 @@ STAMP := $(VENV)/.streamrag-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve demo test bench-micro clean
+.PHONY: install serve demo test fuzz bench-micro clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The long property-based profile of the engine (tests/test_engine_fuzz.py runs a short one).
+FUZZ_MINUTES ?= 20
+fuzz: install
+	$(PY) -m eval.fuzz --minutes $(FUZZ_MINUTES)
 
 bench-micro: install
 	$(VENV)/bin/streamrag models prepare

@@ -9,7 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from engine import ConfigError, ContextClosedError, EngineDeadError, PromptTooLongError, SessionStateError, StreamRAGError
+from engine import (
+    ConfigError,
+    ContextClosedError,
+    EngineDeadError,
+    PromptTooLongError,
+    SessionStateError,
+    StreamRAGError,
+)
 
 
 class APIError(StreamRAGError):

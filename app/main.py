@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.state.metrics = Metrics()
         app.state.sessions = SessionRegistry(settings.session_ttl_s, settings.max_sessions)
         async with AsyncExitStack() as owned:
-            supervisor = EngineSupervisor(lambda: make_engine(settings), engine, restart=settings.restart)
+            stop = getattr(app.state, "stop_server", None)  # set by `streamrag serve`
+            supervisor = EngineSupervisor(lambda: make_engine(settings), engine, restart=settings.restart,
+                                          stop_server=stop)
             await supervisor.start()
             owned.push_async_callback(supervisor.close)
             app.state.supervisor = supervisor

@@ -71,8 +71,9 @@ class Formatter:
         out.append(ServerSentEvent("[DONE]"))
         return out
 
-    def error_sse(self, message: str, type_: str = "server_error") -> list[ServerSentEvent]:
-        body = {"error": {"message": message, "type": type_, "param": None, "code": None}}
+    def error_sse(self, message: str, type_: str = "server_error", code: str | None = None,
+                  param: str | None = None) -> list[ServerSentEvent]:
+        body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
         return [ServerSentEvent(json.dumps(body), event="error"), ServerSentEvent("[DONE]")]
 
     async def collect(self, events: AsyncIterator[RunEvent]) -> dict:

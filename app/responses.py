@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-
-import anyio
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
@@ -51,7 +50,8 @@ async def respond(request: Request, events: AsyncIterator[RunEvent], kind: Kind,
             log.exception("stream failed")
             api = _try_api_error(error, param)
             for frame in formatter.error_sse(api.message if api else "internal error",
-                                             api.type if api else "server_error"):
+                                             api.type if api else "server_error",
+                                             api.code if api else None, api.param if api else None):
                 yield frame
         finally:
             # On a disconnect sse-starlette cancels us inside an anyio scope that cancels every

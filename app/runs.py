@@ -90,7 +90,8 @@ async def session_run(
 
     async def decode() -> None:
         reason = await session.wait_gate()
-        queue.put_nowait(GateInfo(reason, _ms(time.monotonic() - t_request)))
+        if reason is not None:  # None: the session ended first; generate() says why
+            queue.put_nowait(GateInfo(reason, _ms(time.monotonic() - t_request)))
         async for delta in session.generate(sampling):
             tokens[0] += len(delta.token_ids)
             tokens[1] = delta.finish_reason or tokens[1]

@@ -29,9 +29,11 @@ BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 class EngineSupervisor:
     def __init__(self, make_engine: Callable[[], Engine] | None, engine: Engine | None = None,
-                 restart: bool = True) -> None:
+                 restart: bool = True, stop_server: Callable[[], None] | None = None) -> None:
         """`make_engine` builds a fresh engine (owned: started, restarted and closed here);
-        or `engine`, already started and owned by the caller."""
+        or `engine`, already started and owned by the caller. `stop_server` asks the server to
+        shut down gracefully (default: SIGTERM to this process)."""
+        self._stop_server = stop_server or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self._make = make_engine
         self.engine: Engine | None = engine
         self._owned = engine is None
@@ -69,7 +71,7 @@ class EngineSupervisor:
             return
         if not self._restart:
             self.exit_code = EXIT_ENGINE_DEAD
-            os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down gracefully; serve exits 3
+            self._stop_server()  # a graceful shutdown; `streamrag serve` then exits with 3
             return
         if self._restarting is None:
             self._restarting = asyncio.get_running_loop().create_task(self._restart_loop())

@@ -27,7 +27,17 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from engine.gate import Gate
-from engine.types import ChunkLike, Completion, ContextReceipt, Delta, GateReason, Health, Sampling, SessionStats, State
+from engine.types import (
+    ChunkLike,
+    Completion,
+    ContextReceipt,
+    Delta,
+    GateReason,
+    Health,
+    Sampling,
+    SessionStats,
+    State,
+)
 
 
 @runtime_checkable
@@ -110,4 +120,8 @@ class Engine(Protocol):
 
     def kv_blocks_in_use(self) -> int:
         """KV blocks the model side holds for live requests (0 when idle: nothing leaked)."""
+        ...
+
+    async def wait_for_blocks(self, expected: int = 0, timeout_s: float = 10.0) -> int:
+        """Wait until `kv_blocks_in_use()` is `expected` (frees land a moment after an abort)."""
         ...

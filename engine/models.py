@@ -128,7 +128,7 @@ def build_tiny_model(cache_dir: Path | None = None) -> Path:
     sentencepiece = Path(spec.submodule_search_locations[0]) / "data" / "tokenizer.model.v1" if spec else None
     if sentencepiece is None or not sentencepiece.is_file():
         raise ModelNotPreparedError(
-            f"the tiny model's tokenizer (mistral_common/data/tokenizer.model.v1) is missing; "
+            "the tiny model's tokenizer (mistral_common/data/tokenizer.model.v1) is missing; "
             "`pip install mistral_common` (it comes with vllm)"
         )
 

@@ -29,7 +29,14 @@ from engine.errors import ContextClosedError, PromptTooLongError, SessionStateEr
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_stats import StatsRecorder
-from engine.types import ChunkLike, ContextReceipt, GateReason, Sampling, SessionStats, State
+from engine.types import (
+    ChunkLike,
+    ContextReceipt,
+    GateReason,
+    Sampling,
+    SessionStats,
+    State,
+)
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

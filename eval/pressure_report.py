@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eval.metrics import QueryResult, percentile
 from eval.machine import CpuShare
+from eval.metrics import QueryResult, percentile
 from eval.trace import Trace
 
 BASELINE = "vllm"  # vLLM's own order: the baseline of every ratio

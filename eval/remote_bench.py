@@ -33,8 +33,8 @@ from pathlib import Path
 
 from engine.models import resolve_model
 from engine.remote import VLLMServersEngine
-from eval.server_process import VllmServerProcess
 from eval.metrics import summarize
+from eval.server_process import VllmServerProcess
 from eval.systems import run_query
 from eval.texts import materialize
 from eval.workloads import describe, generate

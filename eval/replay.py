@@ -41,11 +41,11 @@ from tqdm import tqdm
 
 from eval.machine import CpuMeter, CpuShare, wait_for_quiet
 from eval.metrics import QueryResult
-from integrations.http_client import StreamRAGClient
 from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
 from eval.texts import materialize
 from eval.trace import Trace
 from eval.workloads import describe
+from integrations.http_client import StreamRAGClient
 
 
 @dataclass(frozen=True)

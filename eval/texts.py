@@ -19,9 +19,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from retrievers import Chunk
 from engine.prompt import DEFAULT_SYSTEM
 from eval.trace import Op, Trace, TraceChunk
+from retrievers import Chunk
 
 _WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which "

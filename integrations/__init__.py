@@ -4,11 +4,13 @@ This package re-exports the framework-neutral parts; the framework packages impo
 framework, so `import integrations` pays for neither.
 """
 
-from integrations.client import ChatDelta, EngineClient, Usage
-from integrations.context_feed import ContextFeed, FeedEvent, active_feed, feeding
-from integrations.http_client import ClientSession, ServerError, StreamRAGClient
 from integrations.blocking import call_blocking, iterate_blocking
+from integrations.client import ChatDelta, EngineClient, Usage
+from integrations.client_session import ClientSession
+from integrations.context_feed import ContextFeed, FeedEvent, active_feed, feeding
+from integrations.http_client import StreamRAGClient
 from integrations.runner import EngineLoopError, EngineRunner
+from integrations.server_errors import ServerError
 from integrations.session_handle import SessionHandle
 from integrations.streaming_query import StreamingQuery
 

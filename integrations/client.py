@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import Gate, Sampling, StreamEngine
-from integrations.http_client import sampling_body
+from integrations.client_session import sampling_body
 from integrations.runner import EngineRunner
 from integrations.session_handle import SessionHandle
 

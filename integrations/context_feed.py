@@ -152,6 +152,11 @@ class ContextFeed:
             raise self._error
         await self.session.finish_context()
 
+    async def wait_pushed(self) -> None:
+        """Wait until everything reported so far has reached the session."""
+        if self._queue is not None:
+            await self._queue.join()
+
     async def discard(self) -> None:
         """Drop what is still queued (the query is over; retrieval was cancelled)."""
         if self._worker is not None and not self._worker.done():
@@ -173,17 +178,21 @@ class ContextFeed:
 
     async def _work(self) -> None:
         while (item := await self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # the session refused earlier context; close() reports that
-            op, chunks, source = item
             try:
-                call = self.session.append if op == "append" else self.session.update
-                receipt = await call(chunks)
-                event = self._record(op, chunks, source, receipt)
-                if self._on_event is not None:
-                    await self._on_event(event)
-            except Exception as error:  # e.g. PromptTooLongError: surfaced by close()
-                self._error = error
+                if self._error is None:  # else the session refused earlier context; close() says so
+                    await self._deliver(*item)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, op: str, chunks: list[Chunk], source: str) -> None:
+        try:
+            call = self.session.append if op == "append" else self.session.update
+            receipt = await call(chunks)
+            event = self._record(op, chunks, source, receipt)
+            if self._on_event is not None:
+                await self._on_event(event)
+        except Exception as error:  # e.g. PromptTooLongError: surfaced by close()
+            self._error = error
 
     def _record(self, op: str, chunks: list[Chunk], source: str, receipt) -> FeedEvent:
         event = FeedEvent(op, source, tuple(c.id for c in chunks), receipt.accepted, receipt.dropped,

@@ -34,19 +34,12 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from engine import ChunkLike, ContextReceipt, Delta, Gate, Health, Sampling, SessionStats, StreamRAGError
+from engine import Delta, Gate, Health, Sampling
 from engine.errors import SessionStateError
 from engine.one_shot import collect
-from engine.types import Completion, GateReason, State
-
-
-class ServerError(StreamRAGError, RuntimeError):
-    """The server answered with an error: `status` (0 for an error event mid-stream) and its message."""
-
-    def __init__(self, status: int, message: str, url: str, code: str | None = None):
-        self.status = status
-        self.code = code
-        super().__init__(f"{url}: HTTP {status}: {message}" if status else f"{url}: {message}")
+from engine.types import Completion
+from integrations.client_session import ClientSession, delta_of, sampling_body
+from integrations.server_errors import ServerError
 
 
 class StreamRAGClient:
@@ -116,13 +109,14 @@ class StreamRAGClient:
         response = await self._require_started().get("/health")
         self._health = response.json() if response.content else {}
         if response.status_code not in (200, 503):
-            raise ServerError(response.status_code, _message(response), f"{self.base_url}/health")
+            raise ServerError.of(response.status_code, _message(response), f"{self.base_url}/health", None)
         return self.health()
 
     async def wait_for_blocks(self, expected: int = 0, timeout_s: float = 10.0) -> int:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while (await self.refresh_health()) and self.kv_blocks_in_use() != expected:
-            if asyncio.get_running_loop().time() > deadline:
+        while True:
+            await self.refresh_health()
+            if self.kv_blocks_in_use() == expected or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.1)
         return self.kv_blocks_in_use()
@@ -146,7 +140,7 @@ class StreamRAGClient:
                 "stream": True, **sampling_body(sampling or Sampling())}
         async for event in self.events("/v1/completions", body):
             if event.get("choices"):
-                yield _delta(event["choices"][0])
+                yield delta_of(event["choices"][0])
 
     async def complete(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                        sampling: Sampling | None = None) -> Completion:
@@ -163,21 +157,22 @@ class StreamRAGClient:
             response = source.response
             if response.status_code >= 400:
                 await response.aread()
-                raise ServerError(response.status_code, _message(response), f"{self.base_url}{path}",
-                                  _code(response))
+                raise ServerError.of(response.status_code, _message(response), f"{self.base_url}{path}",
+                                     _code(response))
             async for sse in source.aiter_sse():
                 if sse.data == "[DONE]":
                     return
                 payload = json.loads(sse.data)
                 if sse.event == "error" or "error" in payload:
                     error = payload.get("error") or {}
-                    raise ServerError(0, str(error.get("message", error)), f"{self.base_url}{path}", error.get("code"))
+                    raise ServerError.of(0, str(error.get("message", error)), f"{self.base_url}{path}",
+                                         error.get("code"))
                 yield payload
 
     async def request(self, method: str, path: str, **kwargs: Any) -> dict:
         response = await self._require_started().request(method, path, **kwargs)
         if response.status_code >= 400:
-            raise ServerError(response.status_code, _message(response), f"{self.base_url}{path}", _code(response))
+            raise ServerError.of(response.status_code, _message(response), f"{self.base_url}{path}", _code(response))
         return response.json() if response.content else {}
 
     def _require_started(self) -> httpx.AsyncClient:
@@ -186,111 +181,12 @@ class StreamRAGClient:
         return self._client
 
 
-class ClientSession:
-    """A server-side session, as an `engine.Session`. See the module docstring."""
-
-    def __init__(self, client: StreamRAGClient, session_id: str) -> None:
-        self.id = session_id
-        self._client = client
-        self._path = f"/v1/sessions/{session_id}"
-        self._state: State = "open"
-        self._gate_open = False
-        self._generating = False
-        self._stats = SessionStats()
-        self._prompt_token_ids: list[int] = []
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def stats(self) -> SessionStats:
-        return self._stats
-
-    @property
-    def prompt_token_ids(self) -> list[int]:
-        """As of the last `refresh()` (final after `generate`)."""
-        return list(self._prompt_token_ids)
-
-    @property
-    def gate_is_open(self) -> bool:
-        return self._gate_open
-
-    async def append(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        return await self._context("append", chunks, last)
-
-    async def update(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        return await self._context("update", chunks, last)
-
-    async def finish_context(self) -> None:
-        await self._context("done", [], False)
-
-    async def wait_gate(self) -> GateReason | None:
-        while self._state in ("open", "generating") and not self._gate_open:
-            await self.refresh(wait_gate_s=30)
-        return self._stats.gate_reason
-
-    async def generate(self, sampling: Sampling | None = None) -> AsyncIterator[Delta]:
-        """Wait for the gate (on the server), then stream the answer; leaving early deletes it."""
-        if self._generating:
-            raise SessionStateError(f"session {self.id}: generate() was already called once")
-        self._generating = True
-        body = {"stream": True, "stream_options": {"include_usage": True}, **sampling_body(sampling or Sampling())}
-        try:
-            async for event in self._client.events(f"{self._path}/generate", body):
-                for choice in event.get("choices") or ():
-                    self._state, self._gate_open = "generating", True
-                    yield _delta(choice)
-            self._state = "finished"
-            await self.refresh()  # the server keeps a finished session's record for a while
-        finally:
-            if self._state != "finished":
-                await self.abort()
-
-    async def refresh(self, wait_gate_s: float | None = None) -> None:
-        """Fetch state, stats and prompt token ids (optionally waiting up to `wait_gate_s` for the gate)."""
-        params = {"wait_gate_s": wait_gate_s} if wait_gate_s else None
-        body = await self._client.request("GET", self._path, params=params)
-        self._state = body.get("state", self._state)
-        self._gate_open = bool(body.get("gate_open", self._gate_open))
-        self._stats = SessionStats.from_dict(body.get("stats") or {})
-        self._prompt_token_ids = list(body.get("prompt_token_ids") or self._prompt_token_ids)
-
-    async def abort(self) -> None:
-        if self._state in ("finished", "aborted"):
-            return
-        self._state = "aborted"
-        try:
-            await self._client.request("DELETE", self._path)
-        except ServerError as error:
-            if error.status != 404:  # already gone on the server: nothing left to free
-                raise
-        except httpx.HTTPError:
-            pass  # the server is unreachable; its TTL ends the session
-
-    async def _context(self, op: str, chunks: Sequence[ChunkLike], last: bool) -> ContextReceipt:
-        body = {"op": op, "last": last, "chunks": [chunk_body(c) for c in chunks]}
-        receipt = await self._client.request("POST", f"{self._path}/context", json=body)
-        self._gate_open = bool(receipt.get("gate_open", self._gate_open))
-        return ContextReceipt(int(receipt.get("accepted", 0)), int(receipt.get("dropped", 0)),
-                              int(receipt.get("prompt_tokens", 0)))
-
-
-def chunk_body(chunk: ChunkLike) -> dict:
-    return {"id": chunk.id, "text": chunk.text, "score": chunk.score}
-
-
-def sampling_body(sampling: Sampling) -> dict:
-    """`Sampling` as OpenAI request fields (vLLM's `ignore_eos` extension included)."""
-    return {k: v for k, v in sampling.to_dict().items() if v is not None}
-
-
 async def stream_text(client: StreamRAGClient, path: str, body: Mapping[str, Any]) -> AsyncIterator[Delta]:
     """The deltas of any generating route's SSE stream (chat or text completions)."""
     async with aclosing(client.events(path, body)) as events:
         async for event in events:
             for choice in event.get("choices") or ():
-                yield _delta(choice)
+                yield delta_of(choice)
 
 
 def _local_template(model: str, cache_dir: str | None):
@@ -300,13 +196,6 @@ def _local_template(model: str, cache_dir: str | None):
     from engine.prompt import PromptTemplate
 
     return PromptTemplate(AutoTokenizer.from_pretrained(str(resolve_model(model, cache_dir))))
-
-
-def _delta(choice: Mapping[str, Any]) -> Delta:
-    # Chat chunks carry {"delta": {"content"}}, completion chunks {"text"}; token ids as an extension.
-    text = choice["text"] if "text" in choice else (choice.get("delta") or {}).get("content")
-    return Delta(text=text or "", token_ids=tuple(choice.get("token_ids") or ()),
-                 finish_reason=choice.get("finish_reason"))
 
 
 def _message(response: httpx.Response) -> str:

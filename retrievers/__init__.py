@@ -4,8 +4,20 @@ Independent of the engine: a context stream is plain events (`Append`, `Update`,
 of plain chunks, which the app converts for the engine.
 """
 
-from retrievers.adapters import LangChainAdapter, LlamaIndexAdapter, document_chunk, node_chunk
-from retrievers.chunking import ChunkingConfig, ChunkingError, TextSpan, chunk_id, content_id, split_text
+from retrievers.adapters import (
+    LangChainAdapter,
+    LlamaIndexAdapter,
+    document_chunk,
+    node_chunk,
+)
+from retrievers.chunking import (
+    ChunkingConfig,
+    ChunkingError,
+    TextSpan,
+    chunk_id,
+    content_id,
+    split_text,
+)
 from retrievers.corpus import (
     CORPORA,
     PYTHON_DOCS,
@@ -36,7 +48,14 @@ from retrievers.events import (
 )
 from retrievers.fetch import FetchRetriever, fetch_text, html_text
 from retrievers.fusion import FusionRetriever, reciprocal_rank_fusion
-from retrievers.ingest import Document, IngestError, IngestReport, discover, ingest, ingest_documents
+from retrievers.ingest import (
+    Document,
+    IngestError,
+    IngestReport,
+    discover,
+    ingest,
+    ingest_documents,
+)
 from retrievers.paths import cache_dir, corpus_path, data_dir, qdrant_path
 from retrievers.sharded import ShardedRetriever, merge_top_k, shard_names, shard_of
 from retrievers.sources import Outcome, in_completion_order, stream_sources

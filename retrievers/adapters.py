@@ -28,7 +28,9 @@ from retrievers.sources import Merge, stream_sources
 if TYPE_CHECKING:
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever as LangChainRetriever
-    from llama_index.core.base.base_retriever import BaseRetriever as LlamaIndexRetriever
+    from llama_index.core.base.base_retriever import (
+        BaseRetriever as LlamaIndexRetriever,
+    )
     from llama_index.core.schema import NodeWithScore
 
 R = TypeVar("R")

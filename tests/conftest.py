@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-
 # Quiet vLLM's per-request logging and never reach for a model hub.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from engine import Sampling
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever as LangChainRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from engine import Sampling
 from integrations import EngineRunner
 from integrations.langchain import StoreRetriever as DocumentStoreRetriever
 from integrations.llamaindex import StoreRetriever as NodeStoreRetriever
@@ -51,7 +50,7 @@ STAGGERED = (
     Stagger(0.6, "context manager __enter__ and __exit__ methods", 5),
     Stagger(1.2, "What happens when a with block raises an exception?", 1),
 )
-OnReturn = Callable[[Any], None]
+OnReturn = Callable[[Any], Awaitable[None]]
 
 
 class DelayedNodeRetriever(NodeStoreRetriever):
@@ -66,7 +65,7 @@ class DelayedNodeRetriever(NodeStoreRetriever):
         nodes = await super()._aretrieve(QueryBundle(self.stagger.query))
         await asyncio.sleep(max(0.0, self.stagger.delay - (time.monotonic() - started)))
         if self.on_return is not None:
-            self.on_return(self)
+            await self.on_return(self)
         return nodes
 
 
@@ -81,7 +80,7 @@ class DelayedDocumentRetriever(DocumentStoreRetriever):
         documents = await super()._aget_relevant_documents(self.stagger.query, run_manager=run_manager)
         await asyncio.sleep(max(0.0, self.stagger.delay - (time.monotonic() - started)))
         if self.on_return is not None:
-            self.on_return(self)
+            await self.on_return(self)
         return documents
 
 
@@ -136,19 +135,30 @@ class LedgerProbe:
 
     Reads vLLM's own per-step scheduled-token counts (the scheduler ledger), not the session's
     arithmetic; the session is found the way the callbacks find it, through the active feed.
+    The slowest retriever holds its answer until the others' context is pushed and prefilled
+    (causality, not timing): what the test then checks is that all of it was computed while
+    that retriever was still running, however busy the machine is.
     """
 
     def __init__(self, engine) -> None:
         self.engine = engine
         self.computed_at: dict[float, int] = {}  # retriever delay -> tokens computed at its return
         self.session = None  # the query's SessionHandle, as the callbacks saw it
+        self._others_back = 0
 
-    def __call__(self, retriever: Any) -> None:
+    async def __call__(self, retriever: Any) -> None:
         from integrations import active_feed
 
         feed = active_feed()
         assert feed is not None, "a staggered retriever ran outside a streaming query"
         self.session = feed.session
+        if retriever.stagger.delay == max(s.delay for s in STAGGERED):
+            while self._others_back < len(STAGGERED) - 1:  # they answer sooner; bounded by the test timeout
+                await asyncio.sleep(0.01)
+            await feed.wait_pushed()
+            await self.engine.session(feed.session.id).wait_prefilled()  # the engine behind any client
+        else:
+            self._others_back += 1
         self.computed_at[retriever.stagger.delay] = sum(self.engine.ledger.scheduled_tokens(feed.session.id))
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from engine import Sampling
 from openai import AsyncOpenAI
 
+from engine import Sampling
 from tests.sse import read_events
 
 MODEL = "tiny"

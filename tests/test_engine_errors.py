@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.text import text_chunk
-
 from engine import (
-    Sampling,
     ConfigError,
     ContextClosedError,
     EngineConfig,
     PromptTooLongError,
+    Sampling,
     SessionStateError,
 )
+from tests.text import text_chunk
 
 
 async def test_append_after_finish_context(engine):

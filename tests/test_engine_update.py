@@ -12,8 +12,8 @@ import random
 import pytest
 
 from engine import Gate, Sampling
-from retrievers import Chunk
 from engine.session_context import common_prefix_len
+from retrievers import Chunk
 from tests.text import random_text
 
 MAX_TOKENS = 10

@@ -8,7 +8,14 @@ import json
 from eval.machine import CpuShare
 from eval.metrics import QueryResult
 from eval.pressure import CONFIGS, PressureRun, pressure_trace, run_config, stretch
-from eval.pressure_report import build_report, censored_percentile, format_table, plot, summarize, vs_baseline
+from eval.pressure_report import (
+    build_report,
+    censored_percentile,
+    format_table,
+    plot,
+    summarize,
+    vs_baseline,
+)
 from eval.workloads import Scaling, generate
 
 TINY = Scaling(size_factor=48, time_factor=0.02, max_context_tokens=300)

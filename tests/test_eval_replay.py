@@ -118,3 +118,19 @@ def test_trace_round_trip_and_arrivals(tmp_path):
     for a, b in zip(slow.queries[1:], fast.queries[1:]):
         assert a.arrival_s == pytest.approx(4 * b.arrival_s)
     assert all(e.op == "update" for q in trace.queries for e in q.events)
+
+
+async def test_replay_over_http_finishes_every_query(app_server, engine, idle_blocks):
+    """`streamrag bench --server URL`: the same replay through a server's HTTP API, every system,
+    the last event's chunks sent with `last=True` (issue 13: every query used to fail there)."""
+    from integrations.http_client import StreamRAGClient
+
+    trace = generate("crawler", queries=3, seed=4, scaling=TINY)
+    async with StreamRAGClient(app_server, timeout_s=None, model="tiny") as client:
+        result = await replay(client, trace, qps_levels=[8.0], progress=False)
+    report = build_report(result)
+    [level] = report["levels"]
+    for name, system in level["systems"].items():
+        assert system["summary"]["finished"] == 3, (name, [q["error"] for q in system["queries"]])
+    assert report["meta"]["engine"]["server"] == app_server
+    assert await engine.wait_for_blocks(0) == 0

@@ -14,9 +14,9 @@ from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from engine import Gate, Sampling
-from retrievers import Chunk
 from integrations import EngineClient, call_blocking, iterate_blocking
 from integrations.llamaindex import StreamingQueryEngine, StreamRAGLLM
+from retrievers import Chunk
 from tests.integrations_fixtures import QUESTION, STAGGERED
 
 

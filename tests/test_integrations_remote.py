@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from engine import Sampling
 from langchain_core.messages import HumanMessage
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.retrievers import QueryFusionRetriever
 
+from engine import Sampling
 from integrations import EngineRunner, ServerError, StreamRAGClient
 from integrations.langchain import GATE_EVENT, StreamingRAG, StreamRAGChatModel
 from integrations.llamaindex import StreamingQueryEngine, StreamRAGLLM
 from tests.app_fixtures import API_KEY
-from tests.integrations_fixtures import QUESTION, FanOutRetriever, LedgerProbe, check_overlap
+from tests.integrations_fixtures import (
+    QUESTION,
+    FanOutRetriever,
+    LedgerProbe,
+    check_overlap,
+)
 
 MAX_TOKENS = 10
 

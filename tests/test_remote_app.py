@@ -9,12 +9,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from engine import Sampling
-
 from app.cli import build_parser
 from app.main import create_app
 from app.retrieval import Retrieval
 from app.settings import Settings
+from engine import Sampling
 from tests.app_fixtures import start_server, stop_server
 from tests.sse import read_events
 

@@ -14,9 +14,8 @@ from contextlib import aclosing
 import pytest
 
 from engine import ContextClosedError, Gate, PromptTooLongError, Sampling
+from engine.remote import VLLMServersEngine, VLLMServersSession
 from retrievers import Chunk
-from engine.remote import VLLMServersEngine
-from engine.remote import VLLMServersSession
 from tests.remote_fixtures import REMOTE_BLOCK_SIZE
 from tests.text import random_text, text_chunk
 

@@ -16,11 +16,10 @@ import random
 from contextlib import aclosing
 
 from engine import Sampling
-from retrievers import Chunk
-from engine.remote import VLLMServersEngine
-from engine.remote import VLLMServersSession
+from engine.remote import VLLMServersEngine, VLLMServersSession
 from engine.remote.replicas import NoReplicaError
 from eval.server_process import free_port
+from retrievers import Chunk
 from tests.remote_fixtures import REMOTE_BLOCK_SIZE, CuttingProxy
 from tests.text import random_text
 

@@ -14,7 +14,13 @@ import pytest
 from retrievers.chunking import ChunkingConfig
 from retrievers.embedder import Embedder
 from retrievers.events import Chunk
-from retrievers.ingest import Document, IngestError, IngestReport, ingest, ingest_documents
+from retrievers.ingest import (
+    Document,
+    IngestError,
+    IngestReport,
+    ingest,
+    ingest_documents,
+)
 from retrievers.store import QdrantStore, StoreError
 from tests.retrievers_fixtures import COLLECTION, REFERENCE_TOPICS, SMALL_TOPICS
 

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     settings = Settings(**overrides)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)
+    server.run()
     supervisor = getattr(app.state, "supervisor", None)
     return supervisor.exit_code if supervisor is not None else 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.local import vllm_internals as vi
+import engine.local.vllm_internals as vi
 
 
 def set_aside(sched, rank: Callable, complete: Callable[[str], bool], isolate_final: bool) -> list[tuple]:

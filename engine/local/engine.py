@@ -37,6 +37,7 @@ from engine.prompt import PromptTemplate
 from engine.types import Completion, Delta, Health, PreemptionStats, Sampling
 
 WATCH_INTERVAL_S = 0.2  # how often the watchdog looks at vLLM's engine process
+DEATH = "vLLM's engine process died (its log says why)"
 
 
 class StreamEngine:
@@ -116,6 +117,8 @@ class StreamEngine:
 
     # -- health ---------------------------------------------------------------------------
     def health(self) -> Health:
+        if self._death is None and self._llm is not None and self._llm.errored:
+            self._died(DEATH)  # noticed before the watchdog's next look
         if self._death is not None:
             return Health(False, self._death)
         if self._llm is None:
@@ -129,7 +132,7 @@ class StreamEngine:
     async def _watch(self) -> None:
         while not self._llm.errored:
             await asyncio.sleep(WATCH_INTERVAL_S)
-        self._died("vLLM's engine process died (see the log above for its last error)")
+        self._died(DEATH)
 
     def _died(self, reason: str) -> None:
         if self._death is not None:
@@ -178,7 +181,7 @@ class StreamEngine:
         """Stream a plain completion of a whole prompt (token ids or text)."""
         from vllm.inputs import TokensPrompt
 
-        from engine.local.session import answer_params
+        from engine.local.params import answer_params
 
         ids = self._one_shot_ids(prompt_token_ids, prompt)
         llm = self._llm
@@ -230,7 +233,7 @@ class StreamEngine:
         return PreemptionStats(by_mode, sum(e["tokens"] for e in preempts), len(resumes),
                                sum(e["preempted_s"] for e in resumes))
 
-    async def wait_for_blocks(self, expected: int, timeout_s: float = 10.0) -> int:
+    async def wait_for_blocks(self, expected: int = 0, timeout_s: float = 10.0) -> int:
         """Poll `kv_blocks_in_use()` until it equals `expected` or the time is up."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while (used := self.kv_blocks_in_use()) != expected:

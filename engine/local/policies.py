@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class Candidate:
     """What a policy may look at for one request (times are `time.monotonic()` seconds)."""

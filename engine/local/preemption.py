@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.local import vllm_internals as vi
+import engine.local.vllm_internals as vi
 from engine.local.policies import Candidate, priority, victims
 
 

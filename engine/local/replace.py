@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.local import vllm_internals as vi
+import engine.local.vllm_internals as vi
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Replace:
 
     keep: int
     cut: int
+    computed: int  # tokens vLLM had computed before (what the cut may throw away)
     freed_blocks: int
 
 
@@ -54,6 +55,7 @@ def apply_replace(sched, session, update, keep: int) -> Replace:
     """
     old = session.prompt_token_ids
     assert 0 <= keep <= len(old), (keep, len(old))
+    session_computed = session.num_computed_tokens
     computed = min(keep, session.num_computed_tokens)  # all of `old`, unless it was preempted
     cut = computed - computed % sched.block_size
     update.prompt_token_ids = old[cut:keep] + list(update.prompt_token_ids or ())
@@ -63,4 +65,4 @@ def apply_replace(sched, session, update, keep: int) -> Replace:
     else:
         freed = vi.release_request_kv(sched, session)
         vi.truncate_tokens(sched, session, 0)
-    return Replace(keep, cut, freed)
+    return Replace(keep, cut, session_computed, freed)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from engine.local import admission, preemption
-from engine.local import vllm_internals as vi
+import engine.local.admission as admission
+import engine.local.preemption as preemption
+import engine.local.vllm_internals as vi
 from engine.local.cost_model import CostModel
 from engine.local.ledger import SchedulerLedger
 from engine.local.lifeline import die_with_parent
@@ -116,7 +117,8 @@ class StreamScheduler(Scheduler):
             meta.last_chunk, meta.complete = time.monotonic(), final
         if keep is not None:
             done = apply_replace(self, session, update, keep)
-            self._event("replace", session.request_id, keep=done.keep, cut=done.cut, freed_blocks=done.freed_blocks)
+            self._event("replace", session.request_id, keep=done.keep, cut=done.cut, computed=done.computed,
+                        freed_blocks=done.freed_blocks)
         elif session.request_id in self._preempted and session.num_computed_tokens == 0:
             # vLLM continues a session from num_computed_tokens, which the preemption zeroed:
             # continue from the old frontier, then zero it again so that the whole prompt is

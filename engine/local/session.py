@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Literal
 
 from vllm.engine.protocol import StreamingInput
 from vllm.inputs import TokensPrompt
-from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.sampling_params import SamplingParams
 
 from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import EngineDeadError, SessionStateError
 from engine.gate import Gate
 from engine.local.markers import final_marker, replace_marker
+from engine.local.params import answer_params, prefill_params
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_context import SessionContext, common_prefix_len
 from engine.types import ChunkLike, ContextReceipt, Delta, GateReason, Sampling, SessionStats, State
@@ -48,19 +49,6 @@ if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
 _END = object()  # end of the answer stream in `_answers`
-
-
-def prefill_params(extra_args: dict | None = None) -> SamplingParams:
-    # Intermediate pieces only need their KV computed; the one sampled token is discarded.
-    return SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
-                          output_kind=RequestOutputKind.DELTA, extra_args=extra_args)
-
-
-def answer_params(sampling: Sampling, extra_args: dict | None = None) -> SamplingParams:
-    """vLLM's parameters for an answer. Text is decoded here (IncrementalDetokenizer), not by vLLM."""
-    return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-                          seed=sampling.seed, ignore_eos=sampling.ignore_eos, detokenize=False,
-                          output_kind=RequestOutputKind.DELTA, extra_args=extra_args)
 
 
 class StreamSession:
@@ -96,10 +84,6 @@ class StreamSession:
         return self._ctx.id
 
     @property
-    def gate(self) -> Gate:
-        return self._ctx.gate
-
-    @property
     def state(self) -> State:
         return self._ctx.state
 
@@ -133,18 +117,12 @@ class StreamSession:
         return await self._ctx.wait_gate()
 
     async def append(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        """Put chunks after the ones already there; they start prefilling at once.
-
-        `last=True` folds `finish_context()` in: these chunks wait for `generate()` and go to
-        vLLM with the closing template in the answer's own request, one prefill step on the
-        TTFT path instead of two, ranked by a policy with the complete contexts.
-        """
+        """As the contract says; with `last=True` these chunks go to vLLM with the closing
+        template in the answer's own request: one prefill step on the TTFT path, not two."""
         return self._ctx.append(chunks, last)
 
     async def update(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        """Replace the context with a new ranking; vLLM keeps the KV of the longest common
-        prefix (to the block) and prefills the rest. Updates that arrive while a piece is
-        prefilling are coalesced: only the newest is sent."""
+        """As the contract says; rankings that arrive while a piece prefills are coalesced."""
         return self._ctx.update(chunks, last)
 
     async def finish_context(self) -> None:
@@ -158,11 +136,9 @@ class StreamSession:
         self._raise_if_failed()
 
     async def generate(self, sampling: Sampling | None = None) -> AsyncIterator[Delta]:
-        """Wait for the gate, then stream the answer. Leaving early aborts the session.
-
-        Use `contextlib.aclosing(session.generate(...))` to abort at once on an early exit;
-        otherwise the event loop's async-generator finalizer does it a moment later.
-        """
+        """Wait for the gate, then stream the answer. Leaving early aborts the session (at once
+        under `contextlib.aclosing`, else when the loop finalizes the generator)."""
+        self._raise_if_failed()
         sampling = self._ctx.claim_generate(sampling)
         detok = IncrementalDetokenizer(self._ctx.template.decode)
         try:
@@ -190,11 +166,8 @@ class StreamSession:
                 await self.abort()
 
     async def abort(self) -> None:
-        """End the session now; vLLM frees its KV blocks. Safe to call more than once.
-
-        Everything that must happen is done before the first await, so a caller whose own
-        cancellation interrupts the wait (a dropped HTTP stream) still ends the session.
-        """
+        """End the session now; vLLM frees its KV blocks. Safe twice. All that must happen is
+        done before the first await, so a caller cancelled while waiting still ends it."""
         if not self._ctx.close("aborted"):
             return
         self._on_close(self)
@@ -206,12 +179,16 @@ class StreamSession:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def fail(self, error: Exception) -> None:
-        """End the session with `error` (the engine died): every waiter raises it."""
+        """End the session with `error`: every waiter (gate, prefill, tokens) raises it."""
         if self._failure is None:
             self._failure = error
         self._answers.put_nowait(error)
         self._progress.set()
-        self._ctx.gate_opened.set()
+        if isinstance(error, EngineDeadError) and self._ctx.close("aborted"):
+            self._on_close(self)  # nothing of it survives in the dead engine
+            for task in (self._reopening, self._consumer):
+                if task is not None:
+                    task.cancel()
 
     # -- sending pieces -------------------------------------------------------------------
     def _pump(self) -> None:
@@ -244,10 +221,8 @@ class StreamSession:
         self._computed = cut
 
     def _piece_end(self, start: int, length: int, final: bool) -> int:
-        """Where a piece starting at `start` ends. Context pieces are at most
-        `max_piece_tokens` long: a piece in flight cannot be recalled, so a long one would
-        hold up the next ranking, and the last piece, until it is done; the rest follows
-        piece by piece, re-diffed against the newest context each time."""
+        """Where a piece starting at `start` ends: context pieces are at most `max_piece_tokens`
+        (a piece in flight cannot be recalled; a long one would hold up the next ranking)."""
         if final or self._max_piece is None or self._update_mode == "reopen":
             return length  # "reopen" is the baseline: vLLM's own streaming, unchanged
         return min(length, start + self._max_piece)

@@ -36,17 +36,17 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 
-from engine.detokenizer import IncrementalDetokenizer
 from engine.config import check_update_mode
+from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ConfigError, SessionStateError
 from engine.gate import Gate
 from engine.models import resolve_model
-from engine.prompt import PromptTemplate
-from engine.remote.session import VLLMServersSession
-from engine.remote.router import ReplicaRouter
-from engine.remote.replicas import ReplicaSet, ReplicaStatus
-from engine.remote.vllm_client import ServerMetrics, ServerUsage
 from engine.one_shot import collect, one_shot_ids
+from engine.prompt import PromptTemplate
+from engine.remote.replicas import ReplicaSet, ReplicaStatus
+from engine.remote.router import ReplicaRouter
+from engine.remote.session import VLLMServersSession
+from engine.remote.vllm_client import ServerMetrics, ServerUsage
 from engine.types import Completion, Delta, Health, Sampling
 
 
@@ -186,7 +186,7 @@ class VLLMServersEngine:
         self._require_started()
         return await self._router.scrape()
 
-    async def wait_for_blocks(self, expected: int, timeout_s: float = 10.0) -> int:
+    async def wait_for_blocks(self, expected: int = 0, timeout_s: float = 10.0) -> int:
         """Scrape until the servers' blocks in use equal `expected` or the time is up."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 
 import httpx
 
 from engine.errors import ConfigError
-from engine.types import Sampling
 from engine.remote.replicas import NoReplicaError, Placement, ReplicaSet
 from engine.remote.vllm_client import (
     ReplicaDownError,
     ServedModel,
-    VLLMClient,
     ServerMetrics,
-    Step,
     ServerUsage,
+    Step,
+    VLLMClient,
     completion_body,
 )
+from engine.types import Sampling
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,15 @@ from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.remote.vllm_client import ServerUsage
 from engine.session_context import SessionContext, common_prefix_len
-from engine.types import ChunkLike, ContextReceipt, Delta, GateReason, Sampling, SessionStats, State
+from engine.types import (
+    ChunkLike,
+    ContextReceipt,
+    Delta,
+    GateReason,
+    Sampling,
+    SessionStats,
+    State,
+)
 
 if TYPE_CHECKING:
     from engine.remote.router import ReplicaRouter

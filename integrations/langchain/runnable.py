@@ -33,10 +33,10 @@ from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field
 
 from engine import Gate, SessionStats
+from integrations.blocking import iterate_blocking
 from integrations.context_feed import FeedEvent
 from integrations.langchain.callback import StreamRAGCallbackHandler
 from integrations.langchain.chat_model import StreamRAGChatModel
-from integrations.blocking import iterate_blocking
 from integrations.streaming_query import StreamingQuery
 
 CONTEXT_EVENT, GATE_EVENT = "streamrag_context", "streamrag_gate"

@@ -21,17 +21,22 @@ from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.response.schema import RESPONSE_TYPE, AsyncStreamingResponse, Response, StreamingResponse
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.settings import Settings
 
 from engine import Gate
+from integrations.blocking import iterate_blocking
 from integrations.context_feed import Mode
 from integrations.llamaindex.event_handler import StreamRAGEventHandler
 from integrations.llamaindex.llm import StreamRAGLLM
-from integrations.blocking import iterate_blocking
 from integrations.streaming_query import StreamingQuery
 
 

@@ -1,0 +1,157 @@
+"""One conformance suite for every backend of the session contract (engine/contract.py).
+
+The same sequences run against the in-process engine, the engine over vLLM servers and the
+HTTP client of a streamrag server. Exactness compares greedy token ids with a one-shot
+completion of the session's final prompt on the same backend (same model, float32).
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import aclosing
+
+import pytest
+
+from engine import (
+    ContextClosedError,
+    Engine,
+    Gate,
+    PromptTooLongError,
+    Sampling,
+    Session,
+    SessionStateError,
+    SessionStats,
+    StreamEngine,
+    VLLMServersEngine,
+)
+from engine.contract import Engine as EngineProtocol
+from engine.contract import Session as SessionProtocol
+from engine.local.session import StreamSession
+from engine.remote import VLLMServersSession
+from integrations.client_session import ClientSession
+from integrations.http_client import StreamRAGClient
+from tests.text import random_text, text_chunk
+
+BACKENDS = ("local", "vllm-servers", "http")
+GREEDY = Sampling(max_tokens=8, ignore_eos=True)
+
+
+@pytest.fixture
+async def http_engine(app_server):
+    async with StreamRAGClient(app_server) as client:
+        yield client
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Engine:
+    # Sync on purpose: it picks one async fixture by name, and only that one gets started
+    # (the vLLM servers only when a test asks for them).
+    return request.getfixturevalue({"local": "engine", "vllm-servers": "remote_engine", "http": "http_engine"}[request.param])
+
+
+def _chunks(seed: int, n: int, words: tuple[int, int] = (10, 30)):
+    import random
+
+    rng = random.Random(seed)
+    return [text_chunk(random_text(rng, *words), score=1.0) for _ in range(n)]
+
+
+async def _answer(session: Session, sampling: Sampling = GREEDY) -> list[int]:
+    async with aclosing(session.generate(sampling)) as deltas:
+        return [t async for d in deltas for t in d.token_ids]
+
+
+@pytest.mark.parametrize("cls", [StreamEngine, VLLMServersEngine, StreamRAGClient])
+def test_every_engine_has_the_contracts_signatures(cls):
+    """A keyword added to one backend and not the others fails here."""
+    for name in ("open_session", "complete", "complete_stream", "wait_for_blocks"):
+        ours = list(inspect.signature(getattr(EngineProtocol, name)).parameters.values())
+        theirs = list(inspect.signature(getattr(cls, name)).parameters.values())[: len(ours)]
+        assert [(p.name, p.default) for p in theirs] == [(p.name, p.default) for p in ours], (cls, name)
+
+
+@pytest.mark.parametrize("cls", [StreamSession, VLLMServersSession, ClientSession])
+def test_every_session_has_the_contracts_signatures(cls):
+    for name in ("append", "update", "finish_context", "wait_gate", "generate", "abort"):
+        ours = inspect.signature(getattr(SessionProtocol, name)).parameters
+        theirs = inspect.signature(getattr(cls, name)).parameters
+        assert [(p.name, p.default) for p in theirs.values()] == [(p.name, p.default) for p in ours.values()], \
+            (cls, name)
+
+
+async def test_appends_and_updates_decode_like_one_shot(backend):
+    assert isinstance(backend, Engine)
+    a, b, c, d = _chunks(1, 4)
+    session = await backend.open_session(question="conformance: mixed", system="contract 1")
+    assert isinstance(session, Session) and session.state == "open"
+    await session.append([a])
+    await session.append([b])
+    await session.update([b, c])  # keeps nothing of the old order
+    await session.update([b, c, d])  # keeps [b, c]
+    await session.append([a], last=True)
+    assert await session.wait_gate() == "done"
+    answer = await _answer(session)
+    assert session.state == "finished" and len(answer) == GREEDY.max_tokens
+    one_shot = await backend.complete(prompt_token_ids=session.prompt_token_ids, sampling=GREEDY)
+    assert answer == list(one_shot.token_ids)
+    assert session.stats.chunks == 4 and session.stats.gate_reason == "done"
+    assert set(session.stats.to_dict()) == set(SessionStats().to_dict())
+
+
+async def test_last_closes_the_context(backend):
+    session = await backend.open_session(question="conformance: last", system="contract 2")
+    await session.update(_chunks(2, 2), last=True)
+    assert session.gate_is_open or await session.wait_gate() == "done"
+    for push in (session.append, session.update):
+        with pytest.raises(ContextClosedError):
+            await push(_chunks(3, 1))
+    with pytest.raises(ContextClosedError):
+        await session.finish_context()
+    assert len(await _answer(session)) == GREEDY.max_tokens
+
+
+async def test_late_chunks_are_dropped_and_counted(backend):
+    session = await backend.open_session(question="conformance: late", system="contract 3", gate=Gate(min_chunks=1))
+    first = await session.append(_chunks(4, 1))
+    assert first.accepted == 1
+    late = await session.append(_chunks(5, 2))
+    assert (late.accepted, late.dropped) == (0, 2)
+    await _answer(session)
+    assert session.stats.chunks_dropped_late == 2 and session.stats.gate_reason == "criteria"
+
+
+async def test_generate_once_and_abort_twice(backend):
+    session = await backend.open_session(question="conformance: states", system="contract 4")
+    await session.append(_chunks(6, 1))
+    await session.finish_context()
+    await _answer(session)
+    with pytest.raises(SessionStateError):
+        await _answer(session)
+    aborted = await backend.open_session(question="conformance: abort", system="contract 5")
+    await aborted.append(_chunks(7, 1))
+    await aborted.abort()
+    await aborted.abort()  # safe twice
+    assert aborted.state == "aborted"
+    with pytest.raises(SessionStateError):
+        await aborted.append(_chunks(8, 1))
+
+
+async def test_a_prompt_too_long_is_refused(backend):
+    session = await backend.open_session(question="conformance: long", system="contract 6")
+    with pytest.raises(PromptTooLongError):
+        await session.append(_chunks(9, 1, words=(4000, 4000)))
+    await session.abort()
+
+
+async def test_nothing_is_left_behind(backend):
+    for i in range(3):
+        session = await backend.open_session(question=f"conformance: leak {i}", system="contract 7")
+        await session.append(_chunks(10 + i, 2))
+        if i:
+            await session.abort()
+            continue
+        await session.finish_context()
+        async with aclosing(session.generate(Sampling(max_tokens=16, ignore_eos=True))) as deltas:
+            async for _ in deltas:
+                break  # leave mid-answer
+    assert await backend.wait_for_blocks(0, timeout_s=15) == 0
