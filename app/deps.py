@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 
 from fastapi import Request
 
@@ -19,7 +20,8 @@ def require_api_key(request: Request) -> None:
         return
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), expected):
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry anything.
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
         raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                        "authentication_error", None, "invalid_api_key")
 
@@ -41,9 +43,35 @@ def check_model(request: Request, model: str | None) -> None:
                        "not_found_error", "model", "model_not_found")
 
 
-def sampling_args(request: Request, body: SamplingFields) -> Sampling:
-    return Sampling(max_tokens=body.token_limit(request.app.state.settings.max_tokens_default),
-                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, ignore_eos=body.ignore_eos)
+def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt_tokens: int = 1) -> Sampling:
+    """The request's sampling; `max_tokens` must fit the context after `prompt_tokens` (a
+    session's prompt is known only at its gate: there it is capped to what is left)."""
+    settings = request.app.state.settings
+    max_tokens = body.token_limit(settings.max_tokens_default)
+    field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    if settings.max_tokens_limit is not None and max_tokens > settings.max_tokens_limit:
+        raise APIError(400, f"{field}: {max_tokens} is above this server's limit of {settings.max_tokens_limit} "
+                       "(max_tokens_limit); ask for fewer", param=field, code="invalid_value")
+    room = engine.max_model_len - prompt_tokens
+    if max_tokens > room:
+        raise APIError(400, f"{field}: {max_tokens} tokens do not fit: the context is {engine.max_model_len} "
+                       f"tokens and the prompt takes {prompt_tokens}; ask for at most {max(room, 0)}",
+                       param=field, code="context_length_exceeded")
+    return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                    ignore_eos=body.ignore_eos)
+
+
+def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:
+    """413 naming `param` when a request carries more text (or messages) than the settings allow;
+    checked before anything is tokenized."""
+    settings = request.app.state.settings
+    if items is not None and items > settings.max_messages:
+        raise APIError(413, f"{param}: {items} messages; this server takes at most {settings.max_messages} "
+                       "(max_messages)", param=param, code="request_too_large")
+    chars = sum(len(t) for t in texts)
+    if chars > settings.max_chars:
+        raise APIError(413, f"{param}: {chars} characters of text; this server takes at most {settings.max_chars} "
+                       "(max_chars) in one request", param=param, code="request_too_large")
 
 
 def now() -> float:

@@ -5,9 +5,12 @@ Every client mistake maps to a 4xx here; a 500 means a bug in streamrag, never b
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import (
     ConfigError,
@@ -17,6 +20,8 @@ from engine import (
     SessionStateError,
     StreamRAGError,
 )
+
+log = logging.getLogger("streamrag.app")
 
 
 class APIError(StreamRAGError):
@@ -56,24 +61,54 @@ def from_engine_error(error: Exception, param: str | None = None) -> APIError:
 
 
 def _param(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """The field's path: `messages.0.content`, without pydantic's union-branch tags."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path") and not _is_tag(str(p))]
     return ".".join(parts) or None
 
 
+def _is_tag(part: str) -> bool:
+    return "[" in part or part in ("str", "int", "float", "bool", "list", "dict", "none", "constrained-str")
+
+
+def _best(errors: list[dict]) -> dict:
+    """Of a union's per-branch errors, the one that says most: not a mere type mismatch."""
+    return next((e for e in errors if not e.get("type", "").endswith("_type")), errors[0])
+
+
 def install(app: FastAPI) -> None:
+    """Every error, the framework's included, in OpenAI's shape; never a plain-text 500."""
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = list(exc.errors()) or [{"loc": (), "msg": "invalid request"}]
+        first = _best(errors)
         param = _param(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
-            return APIError(400, "the body is not valid JSON", param=None, code="invalid_json").response()
+            return APIError(400, "the body is not valid JSON (or not UTF-8)", param=None, code="invalid_json").response()
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return APIError(400, message, param=param, code="invalid_value").response()
 
-    @app.exception_handler(PromptTooLongError)
-    async def _too_long(_: Request, exc: PromptTooLongError) -> JSONResponse:
-        return from_engine_error(exc, "messages").response()
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}.get(
+            exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+        error = APIError(exc.status_code, str(exc.detail), kind, None, _CODES.get(exc.status_code))
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _last_resort(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StreamRAGError):  # a typed error a route did not map: still the client's
+            try:
+                return from_engine_error(exc).response()
+            except Exception:
+                pass
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return APIError(500, "internal error; the server log has the details", "server_error", None,
+                        "internal_error").response()
+
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}

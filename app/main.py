@@ -2,7 +2,7 @@
 
     app.state.settings    Settings
     app.state.supervisor  EngineSupervisor: `.engine` is a StreamEngine (vLLM in-process), or a
-                          VLLMServersEngine when `settings.vllm_urls` is set; restarted if it dies
+                          VLLMServersEngine when `settings.vllm_url` is set; restarted if it dies
     app.state.retrieval   Retrieval (embedder + Qdrant) or None when retrieval=false
     app.state.sessions    SessionRegistry of the session API (TTL reaper running)
     app.state.metrics     Metrics (its own Prometheus registry)
@@ -15,8 +15,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import errors
+from app import __version__, errors
+from app.gatekeeper import Gatekeeper, InFlight
 from app.metrics import Metrics
+from app.openapi import openapi_document
 from app.routes import chat, sessions, system
 from app.session_registry import SessionRegistry
 from app.settings import Settings
@@ -34,12 +36,12 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 def make_engine(settings: Settings) -> Engine:
     """The engine the settings ask for: vLLM servers when URLs are given, else in-process."""
-    if settings.vllm_urls:
+    if settings.vllm_url:
         from engine.remote import VLLMServersEngine
 
         # The servers' own flags decide block size and max_model_len; the model folder is
         # still needed here, for the tokenizer and chat template.
-        return VLLMServersEngine(settings.vllm_urls, model=settings.model, cache_dir=settings.cache_dir)
+        return VLLMServersEngine(settings.vllm_url, model=settings.model, cache_dir=settings.cache_dir)
     from engine.local import StreamEngine
 
     return StreamEngine(engine_config(settings))
@@ -53,8 +55,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.settings = settings
-        app.state.metrics = Metrics()
         app.state.sessions = SessionRegistry(settings.session_ttl_s, settings.max_sessions)
         async with AsyncExitStack() as owned:
             stop = getattr(app.state, "stop_server", None)  # set by `streamrag serve`
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             await supervisor.start()
             owned.push_async_callback(supervisor.close)
             app.state.supervisor = supervisor
+            metrics.watch(lambda: supervisor.engine)
             app.state.retrieval = retrieval
             if retrieval is None and settings.retrieval:
                 from app.retrieval import Retrieval
@@ -79,40 +80,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                 await asyncio.gather(reaper, return_exceptions=True)
                 await app.state.sessions.close()
 
-    app = FastAPI(title="streamrag", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="streamrag", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.draining = asyncio.Event()
+    app.state.inflight = InFlight()
+    app.state.metrics = metrics = Metrics(app)
     errors.install(app)
     app.include_router(system.public)
     app.include_router(system.router)
     app.include_router(chat.router)
     app.include_router(sessions.router)
 
-    app.add_middleware(RequestCounter)
+    app.add_middleware(Gatekeeper, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: openapi_document(app)
     return app
-
-
-class RequestCounter:
-    """Counts requests by route and status. Plain ASGI on purpose: Starlette's
-    `@app.middleware("http")` pipes every streamed body chunk through an extra memory
-    stream, which costs each SSE token a context switch."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status = "500"
-
-        async def send_status(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = str(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
-            if metrics is not None:
-                route = getattr(scope.get("route"), "path", "unmatched")
-                metrics.requests.labels(route, status).inc()

@@ -1,55 +1,79 @@
 """Request bodies of the HTTP API (OpenAI's schema plus streamrag's extensions).
 
-Pydantic validates them; a violation becomes a 400 whose `param` is the field's path.
+Pydantic validates them; a violation becomes a 400 whose `param` is the field's path. Every
+body is strict: unknown fields, booleans where numbers go, non-finite numbers (`NaN`,
+`Infinity`, `1e400`) and strings that cannot be encoded (a lone UTF-16 surrogate) are refused
+with the field named, before anything is tokenized. Fields OpenAI defines that change nothing
+here (`user`, `metadata`, `store`, `service_tier`) are accepted and have no effect.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from engine import Gate
 from retrievers import Chunk, content_id
 
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
+TOKEN_LIMIT = 2**31 - 1  # beyond any context; the route checks the real one
 
-class GateSpec(BaseModel):
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"contains a character that cannot be encoded as UTF-8 at position {error.start} "
+                         "(a lone surrogate?); send valid Unicode text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+class Body(BaseModel):
+    """The base of every request body: strict, closed, finite."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class GateSpec(Body):
     """`Gate` over HTTP: when decoding may start (see engine/gate.py)."""
 
-    model_config = ConfigDict(extra="forbid")
     min_chunks: int | None = Field(None, ge=1)
     min_score: float | None = None
     stable_updates: int | None = Field(None, ge=1)
-    stable_top_k: int = Field(3, ge=1)
-    max_wait_s: float | None = Field(None, ge=0)
+    stable_top_k: int = Field(3, ge=1, le=1000)
+    max_wait_s: float | None = Field(None, ge=0, le=3600)
 
     def to_gate(self) -> Gate:
         return Gate(**self.model_dump())
 
 
-class RetrievalSpec(BaseModel):
+class RetrievalSpec(Body):
     """The `retrieval` extension of chat completions: retrieve for the last user message."""
 
-    model_config = ConfigDict(extra="forbid")
-    collection: str = Field(min_length=1)
+    collection: Text = Field(min_length=1, max_length=255)
     top_k: int = Field(4, ge=1, le=50)
     mode: Literal["append", "update"] = "update"
-    queries: list[str] = Field(default_factory=list, max_length=8)
+    queries: list[Text] = Field(default_factory=list, max_length=8)
     gate: GateSpec | None = None
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
-class TextPart(BaseModel):
+class TextPart(Body):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
-class Message(BaseModel):
+class Message(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
 
     @property
     def text(self) -> str:
@@ -58,26 +82,23 @@ class Message(BaseModel):
         return self.content or ""
 
 
-class SamplingFields(BaseModel):
-    """Sampling fields shared by every generating route (OpenAI defaults; `ignore_eos` is vLLM's)."""
+class SamplingFields(Body):
+    """Sampling fields shared by every generating route (OpenAI's; `ignore_eos` is vLLM's)."""
 
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=UINT64_MAX)
     ignore_eos: bool = False
-    n: int = 1
-    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1)
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
+    user: Text | None = None
+    metadata: dict[Text, Text] | None = None
+    store: bool | None = None
+    service_tier: Text | None = None
 
     @field_validator("stop")
     @classmethod
@@ -95,19 +116,19 @@ class SamplingFields(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    model: str | None = None
+    model: Text | None = None
     messages: list[Message] = Field(min_length=1)
     retrieval: RetrievalSpec | None = None
 
 
 class CompletionRequest(SamplingFields):
-    model: str | None = None
-    prompt: str | list[int] | list[str] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+    model: Text | None = None
+    prompt: Text | list[StrictInt] | list[Text] | list[list[StrictInt]]
+    max_tokens: int | None = Field(16, ge=1, le=TOKEN_LIMIT)  # OpenAI's default for completions
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, prompt):
+    def _one_prompt(cls, prompt: Any):
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
                 raise ValueError("one prompt per request (a string or a list of token ids)")
@@ -117,28 +138,26 @@ class CompletionRequest(SamplingFields):
         return prompt
 
 
-class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1)
-    system: str | None = None
+class SessionCreate(Body):
+    question: Text = Field(min_length=1)
+    system: Text | None = None
     gate: GateSpec | None = None
-    model: str | None = None
+    model: Text | None = None
     update_mode: Literal["lcp", "reopen"] | None = None
 
 
-class ChunkIn(BaseModel):
-    id: str | None = None
-    text: str = Field(min_length=1)
+class ChunkIn(Body):
+    id: Text | None = Field(None, max_length=255)
+    text: Text = Field(min_length=1)
     score: float | None = None
-    source: str = ""
+    source: Text = ""
 
     def to_chunk(self) -> Chunk:
         """The one `Chunk`; without an id the content names it (the same text, the same id)."""
         return Chunk(self.id or content_id(self.text), self.text, self.score, self.source)
 
 
-class ContextPush(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ContextPush(Body):
     op: Literal["append", "update", "done"]
     chunks: list[ChunkIn] = Field(default_factory=list)
     last: bool = False  # these chunks end the context (as a following "done")
@@ -148,12 +167,11 @@ class GenerateRequest(SamplingFields):
     pass
 
 
-class DocumentIn(BaseModel):
-    id: str | None = None
-    text: str = Field(min_length=1)
-    metadata: dict[str, str] = Field(default_factory=dict)
+class DocumentIn(Body):
+    id: Text | None = Field(None, max_length=255)
+    text: Text = Field(min_length=1)
+    metadata: dict[Text, Text] = Field(default_factory=dict)
 
 
-class DocumentsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DocumentsIn(Body):
     documents: list[DocumentIn] = Field(min_length=1)

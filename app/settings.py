@@ -1,54 +1,62 @@
-"""`Settings`: every server option, from flags or `STREAMRAG_*` environment variables."""
+"""`Settings`: every server option, from `streamrag serve` flags or `STREAMRAG_*` variables.
+
+The flags are not declared by hand: `streamrag serve` builds them from this class with
+pydantic-settings' CLI support (app/commands/serve.py), so `serve --help` lists every field
+below with its description, its environment variable and its default.
+"""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.config import Policy
+
 
 class Settings(BaseSettings):
-    """One object for the whole server; `create_app(settings)` takes it, tests build their own.
+    """One object for the whole server; `create_app(settings)` takes it, tests build their own."""
 
-    model: "default" (SmolLM2-135M-Instruct), "tiny" (the random-weight test model) or a path.
-    data_dir: where the embedded Qdrant lives (None: STREAMRAG_DATA_DIR or ./data).
-    qdrant_url: a Qdrant server instead of the embedded store; ":memory:" for throw-away tests.
-    api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
-    retrieval: load the embedding model and Qdrant (off: chat/completions/sessions only).
-    policy: the engine's scheduling policy (engine/policies.py); "fcfs" puts sessions whose
-        context is complete first and lets waiting sessions give KV back under memory
-        pressure; "vllm" is stock vLLM's order, which can jam when idle sessions fill the cache.
-    vllm_urls: vLLM OpenAI-compatible servers to use instead of the in-process engine (the
-        remote backend: prefix warming, one replica per session); `model` must name the same
-        model's folder here, for the tokenizer. From the environment: a JSON list.
-    """
+    model_config = SettingsConfigDict(env_prefix="STREAMRAG_", extra="ignore", use_attribute_docstrings=False)
 
-    model_config = SettingsConfigDict(env_prefix="STREAMRAG_", extra="ignore")
-
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    model: str = "default"
-    served_model_name: str | None = None
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    qdrant_url: str | None = None
-    vllm_urls: list[str] = Field(default_factory=list)
-    api_key: str | None = None
-    retrieval: bool = True
-    embedding_model: str | None = None
-    session_ttl_s: float = Field(300.0, gt=0)
-    max_sessions: int = Field(256, ge=1)
-    max_model_len: int = Field(8192, ge=64)
-    block_size: int = 128
-    kv_cache_gib: float = Field(2.0, gt=0)
-    policy: Literal["vllm", "fcfs", "lcas", "mcps"] = "fcfs"
-    max_tokens_default: int = Field(256, ge=1)
-    record_steps: bool = False
-    restart: bool = True  # restart a dead engine (False: exit with status 3 for a process supervisor)
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    model: str = Field("default", description='"default" (SmolLM2-135M-Instruct), "tiny" (test model) or a '
+                                              "Hugging Face model folder")
+    served_model_name: str | None = Field(None, description="the model name clients send (unset: from the model)")
+    data_dir: str | None = Field(None, description="where the embedded Qdrant keeps its data (unset: ./data)")
+    cache_dir: str | None = Field(None, description="where prepared models live (unset: ./.cache)")
+    qdrant_url: str | None = Field(None, description='a Qdrant server instead of the embedded store (":memory:" '
+                                                     "for throw-away data)")
+    vllm_url: list[str] = Field(default_factory=list, description="a vLLM OpenAI server to use instead of the "
+                                 "in-process engine (repeat for replicas; prefix warming, one replica per session)")
+    api_key: str | None = Field(None, description="require `Authorization: Bearer KEY` on every route but /health")
+    metrics_auth: bool = Field(False, description="require the API key on /metrics too (open by default, as "
+                                                  "vLLM's server has it)")
+    retrieval: bool = Field(True, description="load the embedding model and Qdrant (off: chat, completions and "
+                                              "sessions only)")
+    embedding_model: str | None = Field(None, description="a sentence-transformers folder (unset: the packaged "
+                                                          "all-MiniLM-L6-v2)")
+    max_model_len: int | None = Field(None, ge=64, description="context length of the in-process engine "
+                                                                "(unset: the model's own)")
+    block_size: int = Field(128, ge=1, description="KV block size in tokens (CPU: a multiple of 32)")
+    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache memory of the in-process engine")
+    policy: Policy = Field("fcfs", description="scheduling policy: fcfs, lcas, mcps, or vllm (stock vLLM's order)")
+    restart: bool = Field(True, description="restart a dead engine (--no-restart: exit with status 3 instead)")
+    record_steps: bool = Field(False, description="record vLLM's per-step scheduled tokens in the ledger (tests)")
+    max_tokens_default: int = Field(256, ge=1, description="max_tokens when a request gives none")
+    max_tokens_limit: int | None = Field(None, ge=1, description="the most max_tokens a request may ask for "
+                                                                 "(unset: what the context leaves)")
+    session_ttl_s: float = Field(300.0, gt=0, description="end a session that sees no work for this long")
+    max_sessions: int = Field(256, ge=1, description="open sessions at most (429 beyond)")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body (413 beyond)")
+    max_messages: int = Field(256, ge=1, description="most chat messages in one request")
+    max_chars: int = Field(200_000, ge=100, description="most characters of text in one request (messages, "
+                                                        "prompt, question, chunks)")
+    drain_s: float = Field(10.0, ge=0, description="on SIGTERM, how long live streams get to end before exit")
 
     @property
     def model_name(self) -> str:
         return self.served_model_name or (
             "smollm2-135m-instruct" if self.model == "default" else self.model.rstrip("/").split("/")[-1]
         )
+

@@ -20,6 +20,8 @@ class EngineConfig:
 
     model: "default" (SmolLM2-135M-Instruct, prepared by `streamrag models prepare`), "tiny"
         (the random-weight test model) or a path to a Hugging Face model folder.
+    max_model_len: the context length; None takes the model's own (its config's
+        `max_position_embeddings`).
     dtype: float32 by default: bf16 on CPU flips near-tied greedy tokens, which breaks the
         exactness guarantees the tests check.
     block_size: KV block size in tokens. The CPU attention backend takes multiples of 32; it
@@ -49,7 +51,7 @@ class EngineConfig:
 
     model: str = "default"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    max_model_len: int = 4096
+    max_model_len: int | None = None
     block_size: int = 128
     kv_cache_gib: float = 1.0
     num_kv_blocks: int | None = None
@@ -72,7 +74,7 @@ class EngineConfig:
             raise ConfigError("model", 'empty; use "default", "tiny" or a model folder path')
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise ConfigError("dtype", f"{self.dtype!r} is not one of float32, bfloat16, float16, auto")
-        if self.max_model_len < 64:
+        if self.max_model_len is not None and self.max_model_len < 64:
             raise ConfigError("max_model_len", f"{self.max_model_len} is too small; use at least 64")
         if self.block_size <= 0 or self.block_size % 32:
             raise ConfigError(

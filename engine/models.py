@@ -241,3 +241,15 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
     finally:
         if was_enabled:
             logging.enable_progress_bar()
+
+
+def model_context_length(folder: Path) -> int:
+    """The context length a Hugging Face model folder declares (its config's
+    `max_position_embeddings`), what the engine uses when `max_model_len` is not given."""
+    import json
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return 2048

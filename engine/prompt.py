@@ -40,6 +40,10 @@ class PromptTemplate:
             raise ValueError("the model's tokenizer has no chat template; streamrag needs one")
         self._tokenizer = tokenizer
 
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
     def render(self, question: str, system: str | None = None) -> RenderedPrompt:
         user = f"{question.strip()}\n\nContext:\n{_SENTINEL}\nAnswer the question above using the context."
         messages = [

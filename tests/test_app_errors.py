@@ -92,7 +92,8 @@ async def test_unsupported_options(http):
 async def test_api_key(keyed_server):
     async with httpx.AsyncClient(base_url=keyed_server) as http:
         assert (await http.get("/health")).status_code == 200  # health stays open
-        for method, path in (("GET", "/v1/models"), ("GET", "/metrics"), ("POST", "/v1/sessions")):
+        assert (await http.get("/metrics")).status_code == 200  # and metrics, unless --metrics-auth
+        for method, path in (("GET", "/v1/models"), ("POST", "/v1/sessions")):
             r = await http.request(method, path, json={"question": "q"})
             await _error(r, 401, "authentication_error", None)
         r = await http.get("/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})

@@ -116,4 +116,4 @@ async def test_models_health_and_collections(app_server):
             {"text": "The gate opens when retrieval is done.", "id": "gate-note"}]})
         assert again.json()["embedded"] == 0  # idempotent
         metrics = (await http.get("/metrics")).text
-        assert "streamrag_kv_blocks_in_use" in metrics and "streamrag_requests_total" in metrics
+        assert "streamrag_kv_blocks_in_use" in metrics and "http_requests_total" in metrics

@@ -71,3 +71,13 @@ async def test_issue_13_a_replace_onto_a_prefix_another_session_cached(fuzz_engi
     assert answer == list(one_shot.token_ids)
     assert any(r["cut"] == 0 for r in fuzz_engine.ledger.replaces(session.id))
     assert await fuzz_engine.wait_for_blocks(0) == 0
+
+
+async def test_a_generate_that_arrives_during_a_reopen_is_not_answered_by_the_reopen(fuzz_engine, pool):
+    """Found by the fuzzer: in the "reopen" baseline, a generate() that came while the reopened
+    request was being set up had its sampling given to the context piece, whose sampled token
+    then led the answer."""
+    from eval.fuzz import Op, SessionScript
+
+    script = SessionScript(0, 0, "reopen", (Op("append", (0,)), Op("wait"), Op("update", ()), Op("finish")), 2, None)
+    await check_scenario(fuzz_engine, pool, Scenario((script,)))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.cli import build_parser
+from app.commands.serve import settings_of
 from app.main import create_app
 from app.retrieval import Retrieval
 from app.settings import Settings
@@ -21,7 +22,7 @@ from tests.sse import read_events
 @pytest.fixture
 async def remote_app(replicas, embedder, reference_store):
     store, _ = reference_store
-    settings = Settings(model="tiny", vllm_urls=replicas.urls, session_ttl_s=60, max_tokens_default=16)
+    settings = Settings(model="tiny", vllm_url=replicas.urls, session_ttl_s=60, max_tokens_default=16)
     server, task, url = await start_server(create_app(settings, retrieval=Retrieval(store, embedder)))
     yield url
     await stop_server(server, task)
@@ -29,8 +30,8 @@ async def remote_app(replicas, embedder, reference_store):
 
 def test_serve_takes_repeated_vllm_urls():
     args = build_parser().parse_args(["serve", "--vllm-url", "http://a:8001", "--vllm-url", "http://b:8001"])
-    assert args.vllm_urls == ["http://a:8001", "http://b:8001"]
-    assert build_parser().parse_args(["serve"]).vllm_urls is None
+    assert settings_of(args).vllm_url == ["http://a:8001", "http://b:8001"]
+    assert settings_of(build_parser().parse_args(["serve"])).vllm_url == []
 
 
 async def test_session_api_on_vllm_servers_equals_their_completion(remote_app, remote_engine):

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from app.commands.serve import settings_of
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -50,10 +51,10 @@ def test_compose_runs_streamrag_qdrant_and_vllm_servers_with_health_checks_and_v
 
 def test_streamrag_points_at_every_vllm_server_and_the_qdrant_server():
     svc = services(COMPOSE)
-    args = build_parser().parse_args(svc["streamrag"]["command"][1:])
+    args = settings_of(build_parser().parse_args(svc["streamrag"]["command"][1:]))
     servers = [n for n in svc if n.startswith("vllm-")]
     ports = {n: next(a.split("=")[1] for a in svc[n]["command"] if a.startswith("--port=")) for n in servers}
-    assert sorted(args.vllm_urls) == sorted(f"http://{n}:{ports[n]}" for n in servers)
+    assert sorted(args.vllm_url) == sorted(f"http://{n}:{ports[n]}" for n in servers)
     assert args.qdrant_url == "http://qdrant:6333"
 
 

@@ -2,63 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 
-from app.deps import check_model, current_engine, now, require_api_key, sampling_args
+from app.deps import check_model, check_size, current_engine, now, require_api_key, sampling_args
 from app.errors import APIError, from_engine_error
+from app.response_models import SSE, ChatCompletion, TextCompletion, errors
 from app.responses import respond
 from app.runs import completion_run, session_run
 from app.schemas import ChatCompletionRequest, CompletionRequest
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
+ANSWERS = errors(400, 401, 404, 413, 503)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=ChatCompletion,
+             responses={200: {"content": SSE}, **ANSWERS})
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     t_request = now()
     check_model(request, body.model)
+    check_size(request, [m.text for m in body.messages] + (body.retrieval.queries if body.retrieval else []),
+               "messages", items=len(body.messages))
     state = request.app.state
     engine = current_engine(request)
-    sampling = sampling_args(request, body)
     if body.retrieval is None:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text}
                     for m in body.messages]
-        ids = engine.template.chat_ids(messages)
+        ids = await asyncio.to_thread(engine.template.chat_ids, messages)  # CPU work off the event loop
         _check_length(engine, ids, "messages")
-        events = completion_run(engine, ids, sampling, t_request)
-    else:
-        if state.retrieval is None:
-            raise APIError(400, "this server runs without retrieval (retrieval=false)", param="retrieval")
-        users = [m for m in body.messages if m.role == "user"]
-        if not users or not users[-1].text.strip():
-            raise APIError(400, "retrieval needs a user message to retrieve for", param="messages")
-        systems = [m.text for m in body.messages if m.role in ("system", "developer")]
-        spec = body.retrieval
-        context = await state.retrieval.stream(spec, users[-1].text)
-        try:
-            session = await engine.open_session(
-                question=users[-1].text, system="\n".join(systems) if systems else None,
-                gate=spec.gate.to_gate() if spec.gate else None,
-            )
-        except Exception as error:
-            await context.aclose()
-            raise from_engine_error(error, "messages") from error
-        events = session_run(session, sampling, t_request, context=context, op=spec.mode)
+        sampling = sampling_args(request, body, engine, len(ids))
+        return await respond(request, completion_run(engine, ids, sampling, t_request), "chat", body.stream,
+                             body.include_usage)
+    if state.retrieval is None:
+        raise APIError(400, "retrieval: this server runs without retrieval (--no-retrieval)", param="retrieval")
+    users = [m for m in body.messages if m.role == "user"]
+    if not users or not users[-1].text.strip():
+        raise APIError(400, "messages: retrieval needs a user message to retrieve for", param="messages")
+    systems = [m.text for m in body.messages if m.role in ("system", "developer")]
+    spec = body.retrieval
+    sampling = sampling_args(request, body, engine)
+    context = await state.retrieval.stream(spec, users[-1].text)
+    try:
+        session = await engine.open_session(question=users[-1].text, system="\n".join(systems) if systems else None,
+                                            gate=spec.gate.to_gate() if spec.gate else None)
+    except Exception as error:
+        await context.aclose()
+        raise from_engine_error(error, "messages") from error
+    events = session_run(session, sampling, t_request, context=context, op=spec.mode)
     return await respond(request, events, "chat", body.stream, body.include_usage)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", response_model=TextCompletion,
+             responses={200: {"content": SSE}, **ANSWERS})
 async def completions(body: CompletionRequest, request: Request):
     t_request = now()
     check_model(request, body.model)
+    check_size(request, [body.prompt] if isinstance(body.prompt, str) else [], "prompt")
     engine = current_engine(request)
-    ids = list(body.prompt) if isinstance(body.prompt, list) else engine.template.encode(body.prompt)
-    vocab = len(engine.tokenizer)
-    if any(not 0 <= t < vocab for t in ids):
-        raise APIError(400, f"prompt: token ids must be in [0, {vocab})", param="prompt")
+    if isinstance(body.prompt, str):
+        ids = await asyncio.to_thread(engine.template.encode, body.prompt)
+    else:
+        ids = list(body.prompt)
+        vocab = len(engine.template.tokenizer)
+        if (bad := next((t for t in ids if not 0 <= t < vocab), None)) is not None:
+            raise APIError(400, f"prompt: token id {bad} is not in [0, {vocab})", param="prompt", code="invalid_value")
     _check_length(engine, ids, "prompt")
-    events = completion_run(engine, ids, sampling_args(request, body), t_request)
-    return await respond(request, events, "text", body.stream, body.include_usage, param="prompt")
+    sampling = sampling_args(request, body, engine, len(ids))
+    return await respond(request, completion_run(engine, ids, sampling, t_request), "text", body.stream,
+                         body.include_usage, param="prompt")
 
 
 def _check_length(engine, ids: list[int], param: str) -> None:

@@ -6,18 +6,23 @@ import hashlib
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse, Response
 
 from app.deps import require_api_key
 from app.errors import APIError
+from app.response_models import CollectionList, HealthOut, IngestOut, ModelList, errors
 from app.schemas import DocumentsIn
 from retrievers import Document
 
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_api_key)])
+AUTH = errors(401)
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-@public.get("/health")
+@public.get("/health", response_model=HealthOut,
+            responses={503: {"model": HealthOut, "description": "the engine is dead or restarting"}})
 async def health(request: Request):
     """200 while the engine can serve; 503 with the reason while it is dead or restarting."""
     supervisor = request.app.state.supervisor
@@ -29,22 +34,24 @@ async def health(request: Request):
     return JSONResponse(body, status_code=200 if state.ok else 503)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=ModelList, responses=AUTH)
 async def models(request: Request):
     s = request.app.state.settings
     return {"object": "list", "data": [{"id": s.model_name, "object": "model", "owned_by": "streamrag",
                                         "max_model_len": request.app.state.supervisor.engine.max_model_len}]}
 
 
-@router.get("/metrics")
+def _metrics_auth(request: Request) -> None:
+    if request.app.state.settings.metrics_auth:
+        require_api_key(request)
+
+
+@public.get("/metrics", dependencies=[Depends(_metrics_auth)], response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text format"}, **AUTH})
 async def metrics(request: Request):
-    state = request.app.state
-    engine = state.supervisor.engine
-    healthy = state.supervisor.health().ok
-    preemption = getattr(engine, "preemption_stats", None) if healthy else None
-    body = state.metrics.render(engine.live_sessions, engine.kv_blocks_in_use() if healthy else 0,
-                                preemption() if preemption else None)
-    return Response(body, media_type="text/plain; version=0.0.4")
+    """Prometheus metrics; open unless the server runs with `--metrics-auth`."""
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _retrieval(request: Request):
@@ -53,15 +60,16 @@ def _retrieval(request: Request):
     return request.app.state.retrieval
 
 
-@router.get("/v1/collections")
+@router.get("/v1/collections", response_model=CollectionList, responses={**AUTH, **errors(400)})
 async def list_collections(request: Request):
     store = _retrieval(request).store
     names = await store.collection_names()
     return {"object": "list", "data": [{"name": n, "points": await store.count(n)} for n in names]}
 
 
-@router.post("/v1/collections/{name}/documents")
-async def add_documents(name: str, body: DocumentsIn, request: Request):
+@router.post("/v1/collections/{name}/documents", response_model=IngestOut, responses={**AUTH, **errors(400)})
+async def add_documents(body: DocumentsIn, request: Request,
+                        name: str = FastAPIPath(pattern=COLLECTION_NAME, description="the collection")):
     retrieval = _retrieval(request)
     documents = []
     for doc in body.documents:

@@ -31,7 +31,7 @@ from engine.gate import Gate
 from engine.local.cost_model import default_profile_path
 from engine.local.ledger import SchedulerLedger
 from engine.local.options import SchedulerOptions
-from engine.models import resolve_model
+from engine.models import model_context_length, resolve_model
 from engine.one_shot import collect, one_shot_ids
 from engine.prompt import PromptTemplate
 from engine.types import Completion, Delta, Health, PreemptionStats, Sampling
@@ -55,6 +55,7 @@ class StreamEngine:
         self.template: PromptTemplate | None = None
         self.tokenizer = None
         self.model_path = None
+        self._max_model_len: int | None = None
 
     async def __aenter__(self) -> StreamEngine:
         await self.start()
@@ -65,7 +66,8 @@ class StreamEngine:
 
     @property
     def max_model_len(self) -> int:
-        return self.config.max_model_len
+        """The context length: `EngineConfig.max_model_len`, or the model's own when None."""
+        return self._max_model_len or self.config.max_model_len or 0
 
     async def start(self) -> None:
         # Imported here so that `import engine` never loads vLLM.
@@ -83,6 +85,7 @@ class StreamEngine:
         self.model_path = resolve_model(cfg.model, cfg.cache_dir)
         self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(self.model_path))
         self.template = PromptTemplate(self.tokenizer)
+        self._max_model_len = cfg.max_model_len or model_context_length(self.model_path)
         cost_model = cfg.cost_model
         if cost_model is None and default_profile_path(cfg.model, cfg.cache_dir).is_file():
             cost_model = str(default_profile_path(cfg.model, cfg.cache_dir))  # from `streamrag profile`
@@ -90,7 +93,7 @@ class StreamEngine:
         self.ledger = SchedulerLedger(self._ledger_dir)
         options = SchedulerOptions.from_config(cfg, self._ledger_dir, cost_model)
         args = AsyncEngineArgs(
-            model=str(self.model_path), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+            model=str(self.model_path), dtype=cfg.dtype, max_model_len=self._max_model_len,
             block_size=cfg.block_size, kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30),
             num_gpu_blocks_override=cfg.num_kv_blocks, max_num_batched_tokens=cfg.max_num_batched_tokens,
             max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager,

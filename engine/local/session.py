@@ -200,7 +200,7 @@ class StreamSession:
         lcp = common_prefix_len(self._vllm_tokens, target)
         if lcp == len(self._vllm_tokens) and lcp < len(target):  # a plain append
             end = self._piece_end(lcp, len(target), final)
-            self._send(target[lcp:end], self._final_params or self._piece_params(), final)
+            self._send(target[lcp:end], self._final_params if final else self._piece_params(), final)
             self._vllm_tokens = target[:end]
             return
         if lcp == len(self._vllm_tokens) == len(target) and not final:
@@ -248,7 +248,7 @@ class StreamSession:
         self._feed = asyncio.Queue()
         self._consumer = self._start_request(self._feed)
         self._vllm_tokens, self._computed = [], 0
-        self._send(target, self._final_params or self._piece_params(), final)
+        self._send(target, self._final_params if final else self._piece_params(), final)  # final: as it began
         self._vllm_tokens = list(target)
         self._reopening = None
 

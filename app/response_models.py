@@ -1,0 +1,169 @@
+"""What the HTTP API answers, as models: the OpenAPI document describes them, and schemathesis
+(tests/test_app_schema.py) checks every answer against them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail
+
+
+ERROR_TEXT = {400: "invalid request: `param` names the field", 401: "missing or wrong API key",
+              404: "no such model, session, collection or route", 405: "method not allowed",
+              409: "the session's state does not allow this", 413: "request too large",
+              429: "too many open sessions", 500: "a bug in streamrag (the log has the traceback)",
+              503: "the engine is unavailable (dead, restarting) or the server is shutting down"}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorBody, "description": ERROR_TEXT[s]} for s in statuses}
+
+
+# -- generation ----------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    streamrag: dict[str, Any] = Field(default_factory=dict, description="the session's stats and TTFT breakdown")
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    logprobs: Any = None
+    finish_reason: str | None
+    token_ids: list[int]
+
+
+class ChatCompletion(BaseModel):
+    """`stream: false`. With `stream: true` the body is `text/event-stream` of chunks."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    streamrag: dict[str, Any] | None = None
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: Any = None
+    finish_reason: str | None
+    token_ids: list[int]
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
+SSE = {"text/event-stream": {"schema": {"type": "string"}, "description": "with `stream: true`: "
+                                                                           "`data:` chunks, then `[DONE]`"}}
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+class SessionCreated(BaseModel):
+    id: str
+    object: Literal["session"]
+    prompt_tokens: int
+
+
+class ContextReceiptOut(BaseModel):
+    accepted: int
+    dropped: int
+    prompt_tokens: int
+    gate_open: bool
+
+
+class ChunkOut(BaseModel):
+    id: str | None
+    text: str
+    score: float | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    object: Literal["session"]
+    state: Literal["open", "generating", "finished", "aborted"]
+    gate_open: bool
+    stats: dict[str, Any]
+    prompt_token_ids: list[int]
+    chunks: list[ChunkOut]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: Literal["session"]
+    deleted: bool
+
+
+# -- system --------------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    reason: str | None
+    model: str
+    restarts: int
+    sessions: int
+    kv_blocks_in_use: int | None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    owned_by: str
+    max_model_len: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class CollectionCard(BaseModel):
+    name: str
+    points: int
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"]
+    data: list[CollectionCard]
+
+
+class IngestOut(BaseModel):
+    collection: str
+    documents: int
+    chunks: int
+    embedded: int
+    unchanged: int
