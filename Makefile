@@ -7,7 +7,7 @@ STAMP := $(VENV)/.streamrag-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve demo test fuzz bench-micro clean
+.PHONY: install serve demo test fuzz bench-micro gpu-bundle clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ fuzz: install
 bench-micro: install
 	$(VENV)/bin/streamrag models prepare
 	$(PY) -m eval.micro
+
+# vLLM's CUDA build as a lean bundle for a GPU machine without a package index (README: "On a GPU").
+gpu-bundle:
+	bash docker/gpu/build_bundle.sh .gpu
 
 clean:
 	rm -rf $(VENV)

@@ -44,21 +44,25 @@ def check_model(request: Request, model: str | None) -> None:
 
 
 def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt_tokens: int = 1) -> Sampling:
-    """The request's sampling; `max_tokens` must fit the context after `prompt_tokens` (a
-    session's prompt is known only at its gate: there it is capped to what is left)."""
+    """The request's sampling. A `max_tokens` the request asks for must fit the server's limit
+    and the context after `prompt_tokens` (a session's prompt is known only at its gate: there
+    it is capped to what is left); a default it did not ask for is capped to both instead."""
     settings = request.app.state.settings
     max_tokens = body.token_limit(settings.max_tokens_default)
     field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    asked = bool({"max_tokens", "max_completion_tokens"} & body.model_fields_set)
+    room = engine.max_model_len - prompt_tokens
+    if not asked:
+        max_tokens = max(1, min(max_tokens, settings.max_tokens_limit or max_tokens, room))
     if settings.max_tokens_limit is not None and max_tokens > settings.max_tokens_limit:
         raise APIError(400, f"{field}: {max_tokens} is above this server's limit of {settings.max_tokens_limit} "
                        "(max_tokens_limit); ask for fewer", param=field, code="invalid_value")
-    room = engine.max_model_len - prompt_tokens
     if max_tokens > room:
         raise APIError(400, f"{field}: {max_tokens} tokens do not fit: the context is {engine.max_model_len} "
                        f"tokens and the prompt takes {prompt_tokens}; ask for at most {max(room, 0)}",
                        param=field, code="context_length_exceeded")
     return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                    ignore_eos=body.ignore_eos)
+                    ignore_eos=body.ignore_eos, stop=body.stops)
 
 
 def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:

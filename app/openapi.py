@@ -22,5 +22,36 @@ def openapi_document(app: FastAPI) -> dict:
     schemas = doc.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    _limits(schemas, app)
     app.openapi_schema = doc
     return doc
+
+
+def _limits(schemas: dict, app: FastAPI) -> None:
+    """Write this server's own limits into the document, so that what it declares valid it
+    accepts: `max_tokens` up to `max_tokens_limit`, token ids within the vocabulary, a token
+    prompt that leaves room for the answer. (What depends on a text's tokenization cannot be
+    declared: a prompt too long for the context is a 400, too many characters a 413.)"""
+    settings = app.state.settings
+    supervisor = getattr(app.state, "supervisor", None)
+    if settings.max_tokens_limit is not None:
+        for model in ("ChatCompletionRequest", "CompletionRequest", "GenerateRequest"):
+            for field in ("max_tokens", "max_completion_tokens"):
+                _set(schemas.get(model, {}).get("properties", {}).get(field, {}), "integer",
+                     maximum=settings.max_tokens_limit)
+    if supervisor is None or getattr(supervisor.engine, "template", None) is None:
+        return
+    vocab = len(supervisor.engine.template.tokenizer)
+    room = supervisor.engine.max_model_len - (settings.max_tokens_limit or settings.max_tokens_default) - 1
+    prompt = schemas.get("CompletionRequest", {}).get("properties", {}).get("prompt", {})
+    for branch in prompt.get("anyOf", []):
+        for tokens in (branch, branch.get("items", {})):  # a list of ids, or a list of one list of ids
+            if tokens.get("type") == "array" and tokens.get("items", {}).get("type") == "integer":
+                tokens["maxItems"] = room
+                tokens["items"].update(minimum=0, maximum=vocab - 1)
+
+
+def _set(schema: dict, kind: str, **bounds) -> None:
+    for branch in [schema, *schema.get("anyOf", [])]:
+        if branch.get("type") == kind:
+            branch.update(bounds)

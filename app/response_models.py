@@ -86,8 +86,16 @@ class TextCompletion(BaseModel):
     usage: Usage
 
 
-SSE = {"text/event-stream": {"schema": {"type": "string"}, "description": "with `stream: true`: "
-                                                                           "`data:` chunks, then `[DONE]`"}}
+# One server-sent event, as OpenAPI before 3.2 has `schema` describe each event of a stream:
+# `data` is a JSON chunk (or `[DONE]`); `event` is absent for answer chunks and names
+# streamrag's own events (`context`, `gate`, `error`).
+SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"},
+                   "event": {"enum": ["message", "context", "gate", "error"]}},
+}
+SSE = {"text/event-stream": {"schema": SSE_EVENT,
+                             "description": "with `stream: true`: `data:` chunks, then `data: [DONE]`"}}
 
 # -- sessions ------------------------------------------------------------------------------
 

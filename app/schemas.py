@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine import Gate
 from retrievers import Chunk, content_id
@@ -29,13 +29,32 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _whole_numbers(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; strict pydantic would not. Whole floats become
+    ints everywhere in a body (a float field takes an int in strict mode too); booleans stay
+    booleans, so they are still refused where numbers go."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+StopText = Annotated[Text, Field(min_length=1)]  # also: a prompt
 
 
 class Body(BaseModel):
     """The base of every request body: strict, closed, finite."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        return _whole_numbers(data)
 
 
 class GateSpec(Body):
@@ -92,7 +111,8 @@ class SamplingFields(Body):
     seed: int | None = Field(None, ge=INT64_MIN, le=UINT64_MAX)
     ignore_eos: bool = False
     n: int = Field(1, ge=1, le=1)
-    stop: Text | list[Text] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(
+        None, description="the answer ends before the first of these strings (up to 4)")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = None
@@ -100,12 +120,9 @@ class SamplingFields(Body):
     store: bool | None = None
     service_tier: Text | None = None
 
-    @field_validator("stop")
-    @classmethod
-    def _no_stop(cls, stop):
-        if stop:  # vLLM's streaming-input sessions do not support stop strings
-            raise ValueError("stop sequences are not supported; stop on max_tokens or EOS")
-        return None
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
@@ -115,15 +132,37 @@ class SamplingFields(Body):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+# With `retrieval`, some user message must say something: it is what is retrieved for. Written
+# into the schema so that the document declares what the route refuses.
+_SAYS_SOMETHING = {"type": "string", "pattern": r"\S"}
+_RETRIEVAL_NEEDS_A_QUESTION = {
+    "if": {"properties": {"retrieval": {"type": "object"}}, "required": ["retrieval"]},
+    "then": {"properties": {"messages": {"contains": {
+        "type": "object", "required": ["role", "content"],
+        "properties": {"role": {"const": "user"}, "content": {"anyOf": [
+            _SAYS_SOMETHING,
+            {"type": "array", "contains": {"type": "object", "properties": {"text": _SAYS_SOMETHING}}}]}}}}}},
+}
+
+
 class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra=_RETRIEVAL_NEEDS_A_QUESTION)
+
     model: Text | None = None
     messages: list[Message] = Field(min_length=1)
     retrieval: RetrievalSpec | None = None
 
+    @property
+    def question(self) -> str:
+        """The last user message that says something (what retrieval is for); "" when none does."""
+        return next((m.text for m in reversed(self.messages) if m.role == "user" and m.text.strip()), "")
+
 
 class CompletionRequest(SamplingFields):
     model: Text | None = None
-    prompt: Text | list[StrictInt] | list[Text] | list[list[StrictInt]]
+    prompt: (StopText | Annotated[list[int], Field(min_length=1)]
+             | Annotated[list[StopText], Field(min_length=1, max_length=1)]
+             | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1, max_length=1)])
     max_tokens: int | None = Field(16, ge=1, le=TOKEN_LIMIT)  # OpenAI's default for completions
 
     @field_validator("prompt")

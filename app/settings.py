@@ -40,6 +40,8 @@ class Settings(BaseSettings):
                                                                 "(unset: the model's own)")
     block_size: int = Field(128, ge=1, description="KV block size in tokens (CPU: a multiple of 32)")
     kv_cache_gib: float = Field(2.0, gt=0, description="KV cache memory of the in-process engine")
+    cpu_cores: str | None = Field(None, description='CPU cores the in-process engine computes on ("0-3"; unset: '
+                                  "vLLM's choice, every core but one kept for its scheduler process)")
     policy: Policy = Field("fcfs", description="scheduling policy: fcfs, lcas, mcps, or vllm (stock vLLM's order)")
     restart: bool = Field(True, description="restart a dead engine (--no-restart: exit with status 3 instead)")
     record_steps: bool = Field(False, description="record vLLM's per-step scheduled tokens in the ledger (tests)")

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import ModelNotFoundError, ModelNotPreparedError
+from engine.random_models import PREFIX, build_random_model, shape_of
 
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
 # A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
@@ -72,10 +73,17 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         return folder
     if name == "tiny":
         return build_tiny_model(cache_dir)  # local, seconds, deterministic: fine to build on demand
+    if name.startswith(PREFIX):  # a random-weight model of a real shape, built once from local parts
+        shape_of(name)  # a bad name fails before anything is built
+        target = models / name.replace(":", "-")
+        if target.is_dir():
+            return target
+        tokenizer = resolve_model("default", cache_dir)
+        return _write_atomically(target, lambda out: build_random_model(name, tokenizer, out))
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(
-            f"model={name!r}: expected 'default', 'tiny' or a path to a Hugging Face model folder "
+            f"model={name!r}: expected 'default', 'tiny', 'random:llama-1b|8b' or a path to a Hugging Face model folder "
             f"containing config.json, but {str(folder)!r} has none"
         )
     return folder.resolve()

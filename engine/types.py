@@ -38,6 +38,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these (engine/stops.py)
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
@@ -50,13 +51,15 @@ class Sampling:
             raise ConfigError("top_p", f"{self.top_p} must be in (0, 1]")
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:
             raise ConfigError("seed", f"{self.seed} does not fit in 64 bits")
+        if isinstance(self.stop, str) or len(self.stop) > 4 or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError("stop", f"{self.stop!r}: give up to 4 non-empty strings (a tuple)")
 
     def with_max_tokens(self, limit: int) -> Sampling:
         """The same sampling with `max_tokens` capped at `limit` (what the context leaves)."""
         return self if self.max_tokens <= limit else Sampling(**{**asdict(self), "max_tokens": max(1, limit)})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "stop": list(self.stop)}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine import ContextClosedError, EngineConfig, Sampling, StreamEngine
+from engine import ContextClosedError, EngineConfig, PromptTooLongError, Sampling, StreamEngine
 from retrievers import Chunk
 
 QUESTIONS = ("What does a for loop do?", "How are exceptions raised?", "What is a lambda?")
@@ -42,11 +42,12 @@ TIMEOUT_S = 120.0
 
 
 def fuzz_config(policy: str, **overrides) -> EngineConfig:
-    """A small engine: 32-token blocks and a KV cache that a few sessions overfill (preemption).
-    Every policy runs with idle preemption: without it vLLM's own order can wait forever when
-    paused sessions hold every block (that jam is what the policies exist to fix)."""
-    values = dict(model="tiny", dtype="float32", max_model_len=2048, block_size=32, num_kv_blocks=96,
-                  max_num_batched_tokens=2048, record_steps=True, policy=policy, preempt_idle=True)
+    """A small engine: 32-token blocks and a KV cache that two full sessions overfill (40 blocks,
+    1,280 tokens; a session holds up to 1,024), so preemption happens. Every policy runs with
+    idle preemption: without it vLLM's own order can wait forever when paused sessions hold
+    every block (that jam is what the policies exist to fix)."""
+    values = dict(model="tiny", dtype="float32", max_model_len=1024, block_size=32, num_kv_blocks=40,
+                  max_num_batched_tokens=1024, record_steps=True, policy=policy, preempt_idle=True)
     return EngineConfig(**{**values, **overrides})
 
 
@@ -138,14 +139,17 @@ async def run_session(engine: StreamEngine, pool: list[Chunk], script: SessionSc
                 raise AssertionError("scripts never push after the context closed")
             if op.kind == "append":
                 chunks = [pool[i] for i in op.chunks]
+                if await _refused_as_too_long(session.append(chunks, last=op.last), out):
+                    continue  # the session keeps what it had
                 current += chunks
-                await session.append(chunks, last=op.last)
             elif op.kind == "update":
                 kept = current[: op.keep]
                 if op.reorder and len(kept) > 2:
                     kept = kept[:1] + random.Random(len(kept)).sample(kept[1:], len(kept) - 1)
-                current = kept + [pool[i] for i in op.chunks]
-                await session.update(current, last=op.last)
+                ranking = kept + [pool[i] for i in op.chunks]
+                if await _refused_as_too_long(session.update(ranking, last=op.last), out):
+                    continue
+                current = ranking
             elif op.kind == "finish":
                 await session.finish_context()
             elif op.kind == "wait":
@@ -172,6 +176,17 @@ async def run_session(engine: StreamEngine, pool: list[Chunk], script: SessionSc
         return out
     finally:
         await session.abort()
+
+
+async def _refused_as_too_long(push, out: Outcome) -> bool:
+    """Run a push; True if the session refused it as too long for the context (then nothing
+    changed, and a `last=True` did not close the context)."""
+    try:
+        await push
+    except PromptTooLongError:
+        out.ops["too_long"] += 1
+        return True
+    return False
 
 
 async def _enumerate(items):

@@ -74,12 +74,7 @@ def _system(label: str) -> str:
 
 async def run_streamrag(llm, fusion, question) -> dict:
     engine = StreamingQueryEngine.from_args(fusion, llm=llm, system=_system("s"), streaming=True)
-    t0 = time.perf_counter()
-    response = await engine.aquery(question)
-    ttft = None
-    async for text in response.async_response_gen():
-        if ttft is None and text:
-            ttft = time.perf_counter() - t0
+    ttft, response = await _query_ttft(engine, question)
     stats = response.metadata["streamrag_session"].stats
     return {"ttft_s": ttft, "after_retrieval_s": ttft - stats.t_gate, "prompt_tokens": stats.prompt_tokens,
             "prefilled_before_gate": stats.prefilled_before_gate, "tail_tokens": stats.tail_prefill_tokens}
@@ -105,13 +100,19 @@ async def run_one_shot(engine: StreamEngine, fusion, question, max_tokens) -> di
 async def run_stock(llm, fusion, question) -> dict:
     llm_system = StreamRAGLLM(engine=llm.client, max_tokens=llm.max_tokens, system_prompt=_system("k"))
     engine = RetrieverQueryEngine.from_args(fusion, llm=llm_system, streaming=True)
+    ttft, _ = await _query_ttft(engine, question)
+    return {"ttft_s": ttft}
+
+
+async def _query_ttft(engine, question):
+    """Seconds from the query to its first streamed text, and the (drained) response."""
     t0 = time.perf_counter()
     response = await engine.aquery(question)
     ttft = None
     async for text in response.async_response_gen():
         if ttft is None and text:
             ttft = time.perf_counter() - t0
-    return {"ttft_s": ttft}
+    return ttft, response
 
 
 async def main_async(args) -> dict:

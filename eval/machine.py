@@ -9,14 +9,18 @@ machine's total busy time over the same wall time:
     others = (busy CPU seconds of the machine - ours) / (wall seconds x cores)
 
 `wait_for_quiet` holds a pass back (bounded) until other jobs leave the CPU mostly idle.
+`machine_line` and `engine_binding` record what a result depends on: the CPU model, its
+vector ISA, the cores, and the cores each engine's processes were allowed to run on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -74,3 +78,37 @@ async def wait_for_quiet(max_others: float = 0.1, window_s: float = 5.0, timeout
         if meter.stop().others < max_others:
             break
     return round(time.perf_counter() - started, 1)
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what vLLM's CPU kernels use
+
+
+def machine_line() -> dict:
+    """The machine a result was measured on: CPU model, ISA flags that matter, cores."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+            "isa": [f for f in ISA_FLAGS if f in flags], "logical_cpus": psutil.cpu_count(),
+            "physical_cores": psutil.cpu_count(logical=False), "allowed_cpus": sorted(os.sched_getaffinity(0)),
+            "python": platform.python_version()}
+
+
+def engine_binding() -> list[dict]:
+    """Each child process of this one (vLLM's engine core and worker): its name, its thread
+    count, and which cores its threads may run on ({"0": 3} = three threads on core 0), read
+    from /proc, so that it shows the binding vLLM really applied."""
+    out = []
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            allowed: dict[str, int] = {}
+            for tid in os.listdir(f"/proc/{child.pid}/task"):
+                status = Path(f"/proc/{child.pid}/task/{tid}/status").read_text()
+                cores = next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                             if line.startswith("Cpus_allowed_list"))
+                allowed[cores] = allowed.get(cores, 0) + 1
+            out.append({"name": child.name(), "threads": sum(allowed.values()), "cores": allowed})
+        except (psutil.NoSuchProcess, FileNotFoundError, StopIteration):
+            continue  # a process that ended meanwhile
+    return out

@@ -52,7 +52,7 @@ def _cdfs(report: dict, path: Path) -> Path:
             if col == 0:
                 ax.set_ylabel("fraction of queries")
             if row == 0:
-                ax.set_title(f"{level['qps']:g} QPS")
+                ax.set_title(_level_name(level))
     axes[0][0].legend(loc="lower right", fontsize=8)
     fig.suptitle(_caption(report), fontsize=9)
     fig.tight_layout()
@@ -85,7 +85,7 @@ def _ratios(report: dict, path: Path) -> Path:
         ax.axhline(value, color="tab:red", linestyle=":", linewidth=1)
         ax.text(-0.45, value, f"target {label} {value:g}x", color="tab:red", fontsize=7, va="bottom")
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(levels)), [f"{lv['qps']:g} QPS" for lv in levels])
+    ax.set_xticks(range(len(levels)), [_level_name(lv) for lv in levels])
     ax.set_ylabel("one-shot TTFT / system TTFT (from last event)")
     ax.set_xlim(-0.5, len(levels) - 0.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -101,3 +101,8 @@ def _caption(report: dict) -> str:
     return (f"{trace.get('workload')}-shaped, {len(report['floor']['queries'])} queries, "
             f"tokens /{trace.get('size_factor'):g}, time x{trace.get('time_factor'):g}; "
             f"{engine.get('model')} on {report['meta']['machine']['cpus']} CPU cores")
+
+
+def _level_name(level: dict) -> str:
+    load = level.get("load")
+    return f"{level['qps']:g} QPS" + (f" ({load * 100:.0f}% cap.)" if load else "")

@@ -1,6 +1,7 @@
 """Replay a trace against the systems, at several load levels.
 
-    result = await replay(engine, trace, qps_levels=[0.25, 0.5, 1.0])
+    result = await replay(engine, trace, qps_levels=[0.25, 0.5, 1.0])   # exact arrival rates
+    result = await replay(engine, trace, load=[0.2, 0.4, 0.6, 0.8])      # fractions of capacity
     result = await replay({"one-shot": base, "vllm-stream": base, "streamrag": tuned}, trace, ...)
 
 Engines: one engine for every system, or a mapping system -> engine, so that each system is
@@ -14,7 +15,11 @@ The run, in order (one model, one trace for everything):
   2. floor pass on the baseline engine, one query at a time on the idle engine: each query's
      TTFT floor, and the time to prefill its whole final prompt (for the prefill / retrieval-
      time share), each the fastest of `floor_repeats` tries;
-  3. for each QPS level, for each system in turn, on that system's engine: every query of the
+  3. capacity: the baseline engine's one-shot throughput on the trace's prompts, queries per
+     second = queries / the sum of their whole-prompt prefill times on the idle engine (step 2).
+     With `load`, the QPS levels are those fractions of it, so that a level means the same
+     share of the machine on any machine; `meta["capacity_qps"]` records it either way;
+  4. for each QPS level, for each system in turn, on that system's engine: every query of the
      trace, arriving as a Poisson process at that rate (the same schedule for every system),
      open loop. A pass ends when all its queries finished and vLLM holds no KV block; then
      the next starts. Only one engine is busy at a time.
@@ -31,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import random
 import time
 from collections.abc import Mapping
@@ -39,7 +43,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
 
-from eval.machine import CpuMeter, CpuShare, wait_for_quiet
+from eval.machine import CpuMeter, CpuShare, engine_binding, machine_line, wait_for_quiet
 from eval.metrics import QueryResult
 from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
 from eval.texts import materialize
@@ -73,11 +77,14 @@ class BenchResult:
     passes: tuple[PassResult, ...]
 
 
-async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[str, ...] = SYSTEMS,
+async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, systems: tuple[str, ...] = SYSTEMS,
                  max_tokens: int = 1, seed: int = 0, progress: bool = True,
                  quiet_timeout_s: float = 0.0, max_others: float | None = None,
-                 attempts: int = 3, floor_repeats: int = 2) -> BenchResult:
+                 attempts: int = 3, floor_repeats: int = 2, load: list[float] | None = None) -> BenchResult:
     """Run the floor pass and every (QPS, system) pass; see the module docstring.
+
+    The load levels: `qps_levels` (arrivals per second) or `load` (fractions of the measured
+    capacity), exactly one of them.
 
     `engines`: one engine for every system, or a mapping system -> engine covering `systems`.
     On a shared machine: before each pass, wait up to `quiet_timeout_s` for other jobs to
@@ -86,6 +93,10 @@ async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[
     CPU during it, keeping the least disturbed attempt. Each query's floor and idle
     whole-prompt prefill are the fastest of `floor_repeats` measurements.
     """
+    if (qps_levels is None) == (load is None):
+        raise ValueError("qps_levels, load: give exactly one (arrival rates, or fractions of capacity)")
+    if load is not None and not all(0 < f for f in load):
+        raise ValueError(f"load: {load} must be fractions of capacity above 0")
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"systems: {sorted(unknown)} unknown; use some of {', '.join(SYSTEMS)}")
@@ -98,7 +109,7 @@ async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[
     measure_floor = _floor_path(engine)
     # Each engine has its own scheduler ledger; a pass reads the one of the engine it ran on.
     ledgers = {id(e): _LedgerTail(e) for e in distinct if not isinstance(e, StreamRAGClient)}
-    total = len(queries) * (1 + len(systems) * len(qps_levels))
+    total = len(queries) * (1 + len(systems) * len(qps_levels or load))
     with tqdm(total=total, disable=not progress, unit="query", dynamic_ncols=True) as bar:
         for e in distinct:  # warm-up, so that no engine's first pass pays for its first query
             await _floor_path(e)(e, queries[0], nonces.next())
@@ -114,6 +125,9 @@ async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[
             full[q.id] = min([await full_prefill(engine, q, nonces.next()) for _ in range(floor_repeats)])
             bar.update()
         floor_cpu = meter.stop()
+        capacity = len(queries) / max(sum(full.values()), 1e-9)
+        if load is not None:
+            qps_levels = [round(f * capacity, 3) for f in load]
         passes = []
         for qps in qps_levels:
             arrivals = {q.id: q.arrival_s for q in trace.with_poisson_arrivals(qps, seed).queries}
@@ -133,14 +147,17 @@ async def replay(engines, trace: Trace, qps_levels: list[float], systems: tuple[
                         break
                     bar.total += len(queries)  # the pass runs again
                 passes.append(best)
+    binding = engine_binding()  # while the engines still run
     meta = {
         "trace": trace.meta, "trace_shape": describe(trace), "qps_levels": list(qps_levels),
+        "capacity_qps": round(capacity, 3), "load_levels": [round(q / capacity, 3) for q in qps_levels],
+        "load_given": load is not None,
         "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
         "floor_repeats": floor_repeats,
         "engine": _engine_meta(engine),  # the baseline's (floor pass); eval/report.py, plots.py
         "engines": {system: _engine_meta(by_system[system]) for system in systems},
         "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                    "quiet_timeout_s": quiet_timeout_s, "max_others": max_others},
+                    "quiet_timeout_s": quiet_timeout_s, "max_others": max_others, "processes": binding},
         "wall_s": round(time.perf_counter() - started, 1),
     }
     durations = {q.id: q.duration_s for q in queries}
@@ -235,11 +252,14 @@ def _floor_path(engine):
 def _engine_meta(engine) -> dict:
     if isinstance(engine, StreamRAGClient):
         return {"server": engine.base_url, "model": engine.model_name}
-    return {**asdict(engine.config), "model_path": str(engine.model_path)}
+    config = engine.config
+    return {**asdict(config), "model_path": str(engine.model_path), "dtype": config.resolved_dtype,
+            "platform": config.on, "max_piece_tokens": config.piece_tokens}
 
 
 def _machine() -> dict:
+    import torch
     import vllm
 
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "vllm": vllm.__version__}
+    return {**machine_line(), "cpus": os.cpu_count(), "vllm": vllm.__version__,
+            "torch_threads": torch.get_num_threads()}

@@ -33,6 +33,7 @@ def build_report(result: BenchResult) -> dict:
         floor_summary["full_prefill_p50_s"], floor_summary["ttft_last_p50_s"])
     floor_summary["floor_fit"] = _line_fit([(r.tail_tokens, r.ttft_last_s) for r in result.floor if r.finished])
     levels = []
+    capacity = result.meta.get("capacity_qps")
     for qps in result.meta["qps_levels"]:
         passes = [p for p in result.passes if p.qps == qps]
         summaries = {p.system: summarize(list(p.results), p.completion_s, p.prefilled_vllm) for p in passes}
@@ -48,7 +49,7 @@ def build_report(result: BenchResult) -> dict:
                 "cpu": asdict(p.cpu), "waited_s": p.waited_s, "attempts": p.attempts,
                 "queries": [_record(r) for r in p.results],
             }
-        levels.append({"qps": qps, "systems": systems})
+        levels.append({"qps": qps, "load": round(qps / capacity, 3) if capacity else None, "systems": systems})
     return {
         "meta": result.meta,
         "floor": {"summary": floor_summary, "cpu": asdict(result.floor_cpu),
@@ -98,6 +99,7 @@ def format_table(report: dict) -> str:
         f"{trace.get('workload')}: {len(report['floor']['queries'])} queries, model "
         f"{engine.get('model')}, tokens /{trace.get('size_factor')}, time x{trace.get('time_factor')}, "
         f"{meta['machine']['cpus']} CPUs",
+        machine_text(meta),
         f"floor TTFT P50 {_ms(fl['ttft_last_p50_s'])} P95 {_ms(fl['ttft_last_p95_s'])}; "
         f"whole-prompt prefill P50 {_ms(fl['full_prefill_p50_s'])} "
         f"= {_pct(fl['prefill_share_of_retrieval_p50'])} of retrieval time (P50); "
@@ -111,7 +113,9 @@ def format_table(report: dict) -> str:
             f"{'prefilled':>9} {'vLLM':>7} {'reused':>7} {'recomp':>7} {'invalid':>7} | {'P50/floor':>9} | "
             f"{'others':>6}")
     for level in report["levels"]:
-        lines += ["", f"QPS {level['qps']:g}", head, "-" * len(head)]
+        load = level.get("load")
+        lines += ["", f"QPS {level['qps']:g}" + (f" ({_pct(load)} of capacity)" if load else ""),
+                  head, "-" * len(head)]
         for name, system in level["systems"].items():
             s, r, f = system["summary"], system["vs_one_shot"] or {}, system["vs_floor"]
             lines.append(
@@ -126,6 +130,18 @@ def format_table(report: dict) -> str:
                 + ("" if s["finished"] == s["queries"] else f"  ({s['queries'] - s['finished']} FAILED)")
             )
     return "\n".join(lines)
+
+
+def machine_text(meta: dict) -> str:
+    """The machine line of a report: CPU, ISA, cores, where the engines ran, the capacity."""
+    m = meta["machine"]
+    engines = "; ".join(f"{p['name']} {p['threads']} threads on cores "
+                        + ", ".join(f"{cores} ({n})" for cores, n in p["cores"].items())
+                        for p in m.get("processes", []))
+    capacity = meta.get("capacity_qps")
+    return (f"machine: {m.get('cpu_model', m.get('processor'))}, {'/'.join(m.get('isa', [])) or 'no AVX2'}, "
+            f"{m.get('physical_cores', m['cpus'])} cores; {engines or 'engines: -'}"
+            + (f"; one-shot capacity {capacity:.2f} QPS" if capacity else ""))
 
 
 def _policies(meta: dict) -> str:

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import httpx
 
+from engine.errors import StreamRAGError
 
-class ServerStartError(RuntimeError):
+
+class ServerStartError(StreamRAGError, RuntimeError):
     """The server exited or did not answer in time; the message ends with its log's tail."""
 
 

@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from engine.errors import StreamRAGError
+
 Op = Literal["append", "update"]
 
 
-class TraceError(ValueError):
+class TraceError(StreamRAGError, ValueError):
     """A trace file that cannot be replayed; the message names the line and the field."""
 
 

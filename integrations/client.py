@@ -97,16 +97,14 @@ class EngineClient:
         return self.runner.stream_sync(lambda: self._chat_on_loop(list(messages), stop, sampling))
 
     async def _chat_on_loop(self, messages: list, stop: Sequence[str] | None, sampling: dict) -> AsyncIterator[ChatDelta]:
-        # On the engine's loop. Returning early (a stop string) closes the engine's stream,
-        # which aborts the request.
-        sampling = Sampling(**{k: v for k, v in sampling.items() if v is not None})
+        # On the engine's loop. Stop strings are applied by the engine (or the server) itself;
+        # the last delta carries the finish reason and the usage.
+        sampling = to_sampling({**sampling, "stop": stop})
         engine = self.runner.engine
         if self.runner.is_remote:
-            # Stop strings stay on this side: the server refuses them (its sessions have none).
             body = {"model": engine.model_name, "messages": messages, "stream": True,
                     "stream_options": {"include_usage": True}, **sampling_body(sampling)}
-            stops = _StopFilter(stop, prompt_tokens=0)
-            finish, usage = None, None
+            finish, usage, generated = None, None, 0
             async with aclosing(engine.events("/v1/chat/completions", body)) as events:
                 async for event in events:
                     if event.get("usage"):
@@ -114,46 +112,24 @@ class EngineClient:
                         usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
                     for choice in event.get("choices") or ():
                         finish = choice.get("finish_reason") or finish
-                        text = (choice.get("delta") or {}).get("content") or ""
-                        if text or choice.get("token_ids"):
-                            out = stops.filter(ChatDelta(text, tokens=len(choice.get("token_ids") or ()) or 1))
-                            yield out
-                            if out.finish_reason is not None:
-                                return
-            yield stops.filter(ChatDelta("", 0, finish or "stop", usage or Usage(0, stops.generated)))
+                        text, tokens = (choice.get("delta") or {}).get("content") or "", len(choice.get("token_ids") or ())
+                        generated += tokens
+                        if text or tokens:
+                            yield ChatDelta(text, tokens=tokens)
+            yield ChatDelta("", 0, finish or "stop", usage or Usage(0, generated))
             return
         ids = engine.template.chat_ids(messages)
-        stops = _StopFilter(stop, prompt_tokens=len(ids))
+        generated = 0
         async with aclosing(engine.complete_stream(prompt_token_ids=ids, sampling=sampling)) as deltas:
             async for delta in deltas:
-                out = stops.filter(ChatDelta(delta.text, len(delta.token_ids), delta.finish_reason))
-                yield out
-                if out.finish_reason is not None:
-                    return
+                generated += len(delta.token_ids)
+                usage = Usage(len(ids), generated) if delta.finish_reason is not None else None
+                yield ChatDelta(delta.text, len(delta.token_ids), delta.finish_reason, usage)
 
 
-class _StopFilter:
-    """Cuts the answer at the first stop string (the engine's one-shots have none of their own)
-    and puts the usage on the last delta. Text that could be the start of a stop string is held
-    back until the next delta decides."""
-
-    def __init__(self, stop: Sequence[str] | None, prompt_tokens: int) -> None:
-        self._stops = [s for s in stop or () if s]
-        self._held = ""
-        self._prompt = prompt_tokens
-        self.generated = 0
-
-    def filter(self, delta: ChatDelta) -> ChatDelta:
-        self.generated += delta.tokens
-        text = self._held + delta.text
-        self._held = ""
-        cut = min((i for s in self._stops if (i := text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            return ChatDelta(text[:cut], delta.tokens, "stop", Usage(self._prompt, self.generated))
-        if delta.finish_reason is not None:
-            return ChatDelta(text, delta.tokens, delta.finish_reason, delta.usage or Usage(self._prompt, self.generated))
-        longest = max(map(len, self._stops), default=1)
-        hold = next((n for n in range(min(len(text), longest - 1), 0, -1)
-                     if any(s.startswith(text[-n:]) for s in self._stops)), 0)
-        self._held = text[len(text) - hold:]
-        return ChatDelta(text[: len(text) - hold], delta.tokens)
+def to_sampling(params: Mapping[str, Any]) -> Sampling:
+    """A framework's sampling arguments (None: not set) as the engine's `Sampling`."""
+    values = {k: v for k, v in params.items() if v is not None}
+    if "stop" in values:
+        values["stop"] = (values["stop"],) if isinstance(values["stop"], str) else tuple(values["stop"])
+    return Sampling(**values)

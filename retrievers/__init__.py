@@ -34,6 +34,7 @@ from retrievers.embedder import (
     model_folder,
     unpack_packaged_model,
 )
+from retrievers.errors import RetrievalError
 from retrievers.events import (
     Append,
     Chunk,
@@ -62,6 +63,7 @@ from retrievers.sources import Outcome, in_completion_order, stream_sources
 from retrievers.store import MEMORY, Point, QdrantStore, Searcher, StoreError
 
 __all__ = [
+    "RetrievalError",
     "CORPORA",
     "DEFAULT_MODEL",
     "MEMORY",

@@ -20,6 +20,8 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from retrievers.errors import RetrievalError
+
 # Strongest first. A cut is placed right after the separator.
 _BREAKS = ("\n\n", "\n", ". ", " ")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -27,7 +29,7 @@ _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _ID_NAMESPACE = uuid.UUID("5a1c3f0e-7b4d-4c2a-9e61-2f0d8b6a9c13")
 
 
-class ChunkingError(ValueError):
+class ChunkingError(RetrievalError):
     """A chunking setting out of range."""
 
 

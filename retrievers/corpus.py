@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrievers.errors import RetrievalError
+
 PYTHON_DOCS = "python-docs"
 CORPORA = (PYTHON_DOCS,)
 
@@ -24,7 +26,7 @@ _LEVELS = {"*": "#", "=": "##", "-": "###", "~": "####"}
 _UNDERLINE = re.compile(r"^([*=\-~])\1*$")
 
 
-class UnknownCorpusError(ValueError):
+class UnknownCorpusError(RetrievalError):
     """A corpus name that is not one of CORPORA."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from retrievers.errors import RetrievalError
 from retrievers.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ _DISTANCES: dict[str, Distance] = {
 }
 
 
-class EmbeddingModelError(ValueError):
+class EmbeddingModelError(RetrievalError):
     """The `model` setting names neither a folder nor a packaged model that is installed."""
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from retrievers.chunking import ChunkingConfig, chunk_id, split_text
 from retrievers.embedder import Embedder
+from retrievers.errors import RetrievalError
 from retrievers.sharded import shard_names, shard_of
 from retrievers.store import DOC_ID, SOURCE, TEXT, Point, QdrantStore
 
@@ -32,7 +33,7 @@ MARKDOWN_SUFFIXES = (".md", ".markdown")
 HASH = "content_hash"
 
 
-class IngestError(ValueError):
+class IngestError(RetrievalError):
     """A path or document that cannot be ingested, or an ingest setting out of range."""
 
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 from qdrant_client import QdrantClient, models
 
 from retrievers.embedder import Distance
+from retrievers.errors import RetrievalError
 from retrievers.events import Chunk
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ TEXT, SOURCE, DOC_ID = "text", "source", "doc_id"
 _SERVER_THREADS = 8
 
 
-class StoreError(ValueError):
+class StoreError(RetrievalError):
     """A collection name that is invalid, missing, or made for another embedder."""
 
 

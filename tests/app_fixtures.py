@@ -48,3 +48,21 @@ async def keyed_server(engine):
     server, task, url = await start_server(create_app(settings, engine=engine))
     yield url
     await stop_server(server, task)
+
+
+@pytest.fixture(scope="session")
+async def capped_server(engine):
+    """An app on the same engine that takes at most three open sessions."""
+    settings = Settings(model="tiny", retrieval=False, max_sessions=3)
+    server, task, url = await start_server(create_app(settings, engine=engine))
+    yield url
+    await stop_server(server, task)
+
+
+@pytest.fixture(scope="session")
+async def guarded_server(engine):
+    """An app on the same engine with an API key that /metrics requires too."""
+    settings = Settings(model="tiny", retrieval=False, api_key=API_KEY, metrics_auth=True)
+    server, task, url = await start_server(create_app(settings, engine=engine))
+    yield url
+    await stop_server(server, task)

@@ -4,6 +4,7 @@ tests that need a baseline."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -11,9 +12,11 @@ import pytest
 from engine import EngineConfig, StreamEngine
 
 # Small blocks make block-granular effects visible; float32 keeps greedy decoding exact.
+# STREAMRAG_TEST_DTYPE=bfloat16 runs the engine tests in the GPU's dtype (exactness tests then
+# compare token ids within that engine, as always).
 TEST_ENGINE_CONFIG = EngineConfig(
     model="tiny",
-    dtype="float32",
+    dtype=os.environ.get("STREAMRAG_TEST_DTYPE", "float32"),
     max_model_len=2048,
     block_size=32,
     kv_cache_gib=0.25,

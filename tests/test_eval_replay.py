@@ -71,13 +71,26 @@ async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
 
 async def test_replay_with_an_engine_per_system(engine, vllm_engine, idle_blocks):
     """The baselines on vLLM's order, streamrag on its own engine under "fcfs"; each pass reads
-    the ledger of the engine it ran on, so every system's accounting matches vLLM's."""
+    the ledger of the engine it ran on, so every system's accounting matches vLLM's. The load
+    is a fraction of the capacity the floor pass measured (issue 19)."""
     trace = generate("anns", queries=4, seed=4, scaling=TINY)
     engines = {"one-shot": vllm_engine, "vllm-stream": vllm_engine, "streamrag": engine}
-    result = await replay(engines, trace, qps_levels=[8.0], progress=False)
+    result = await replay(engines, trace, progress=False, load=[0.5])
     report = build_report(result)
 
     [level] = report["levels"]
+    meta = report["meta"]
+    # Capacity: one-shot throughput from the idle whole-prompt prefills of the floor pass.
+    full = [q["full_prefill_s"] for q in report["floor"]["queries"]]
+    assert meta["capacity_qps"] == pytest.approx(len(full) / sum(full), rel=1e-3)
+    assert level["qps"] == pytest.approx(0.5 * meta["capacity_qps"], abs=1e-3)
+    assert level["load"] == pytest.approx(0.5, abs=0.01) and meta["load_levels"] == [level["load"]]
+    machine = meta["machine"]
+    assert machine["cpu_model"] and machine["physical_cores"] >= 1 and isinstance(machine["isa"], list)
+    # Both engines' processes, with the cores their threads may run on, read from /proc.
+    assert len(machine["processes"]) >= 2 and all(p["threads"] > 0 and p["cores"] for p in machine["processes"])
+    table = format_table(report)
+    assert "machine: " in table and "50% of capacity" in table and "one-shot capacity" in table
     assert list(level["systems"]) == list(SYSTEMS)
     for name, system in level["systems"].items():
         s = system["summary"]
@@ -85,7 +98,6 @@ async def test_replay_with_an_engine_per_system(engine, vllm_engine, idle_blocks
         assert system["leaked_blocks"] == 0
         assert s["prefilled"] == s["prefilled_vllm"] > 0, name
     assert level["systems"]["streamrag"]["summary"]["updates"] >= 4
-    meta = report["meta"]
     assert {name: e["policy"] for name, e in meta["engines"].items()} == {
         "one-shot": "vllm", "vllm-stream": "vllm", "streamrag": "fcfs"}
     assert meta["engine"]["policy"] == "vllm"  # the baseline's, which ran the floor pass
@@ -97,6 +109,10 @@ async def test_replay_rejects_an_incomplete_mapping(engine):
     trace = generate("crawler", queries=1, seed=1, scaling=TINY)
     with pytest.raises(ValueError, match="no engine for streamrag"):
         await replay({"one-shot": engine, "vllm-stream": engine}, trace, qps_levels=[8.0], progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        await replay(engine, trace, qps_levels=[8.0], load=[0.5], progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        await replay(engine, trace, progress=False)
 
 
 def test_generated_trace_has_the_papers_shape():

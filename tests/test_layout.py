@@ -128,3 +128,26 @@ def test_a_client_of_a_server_never_loads_vllm():
             "assert 'vllm' not in sys.modules and 'torch' not in sys.modules, 'vllm or torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_deferred_import_resolves():
+    """Imports written inside functions (to keep `import engine` and `streamrag --help` light)
+    run only when that path does; check each name exists, so a rename cannot break a command
+    that no other test runs (`streamrag models prepare` once imported a name that had moved)."""
+    import importlib
+
+    missing = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                    if inner.module.split(".")[0] not in PACKAGES:
+                        continue
+                    target = importlib.import_module(inner.module)
+                    missing += [f"{module}: from {inner.module} import {a.name}" for a in inner.names
+                                if not hasattr(target, a.name)
+                                and not (hasattr(target, "__path__")  # a submodule of a package
+                                         and importlib.util.find_spec(f"{inner.module}.{a.name}"))]
+    assert not missing, missing

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from app.cli import main
 from engine import models
 from engine.models import (
     DEFAULT_MODEL_DIR,
@@ -27,6 +28,18 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     build_tiny_model(cache)
     return cache
+
+
+def test_models_prepare_tiny_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "prepare", "--tiny", "--cache-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "models" / TINY_MODEL_DIR / "config.json").is_file()
+    assert "model 'tiny' ready" in capsys.readouterr().out
+
+
+def test_random_model_names_are_checked_before_anything_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="random:llama-8b"):
+        resolve_model("random:llama-3b", tmp_path)
+    assert not (tmp_path / "models").exists()
 
 
 def test_tiny_model_is_built_once(tiny_cache: Path) -> None:
@@ -97,8 +110,9 @@ def test_interrupted_write_leaves_no_folder(tmp_path: Path) -> None:
 
 
 def test_default_model_converts_from_gguf(tmp_path: Path) -> None:
-    folder = prepare_default_model(tmp_path, progress=False)
-    assert folder == tmp_path / "models" / DEFAULT_MODEL_DIR
+    """Through the command `make serve` runs, `streamrag models prepare`."""
+    assert main(["models", "prepare", "--cache-dir", str(tmp_path)]) == 0
+    folder = tmp_path / "models" / DEFAULT_MODEL_DIR
     config = (folder / "config.json").read_text()
     assert '"model_type": "llama"' in config and "quantization_config" not in config
     assert '"dtype": "bfloat16"' in config

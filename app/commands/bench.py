@@ -1,6 +1,7 @@
 """`streamrag bench`: replay a crawler- or ANNS-shaped workload against the baselines.
 
     streamrag bench --workload crawler --quick
+    streamrag bench --workload crawler --load 0.2 0.4 0.6 0.8 --engine-cores 0
     streamrag bench --workload anns --qps 0.25 0.5 0.75 --queries 30 --out results/bench
     streamrag bench --workload anns --policy lcas
     streamrag bench --workload crawler --trace my-trace.jsonl --server http://127.0.0.1:8000
@@ -11,6 +12,12 @@ engine of the same model and sizes with its scheduling policy, `--policy` (defau
 engine/policies.py). With `--policy vllm` one engine serves all three. With `--server` every
 system runs on that server, whose engine has its own policy (`--policy` is refused there).
 The table and the JSON's meta["engines"] record each system's policy.
+
+Load levels are fractions of the machine's measured capacity (`--load`, default 20/40/60/80%):
+the floor pass times every query's whole prompt on the idle engine, capacity is the one-shot
+throughput that implies, and each level's QPS is its fraction of it, so that a level loads any
+machine alike. `--qps` gives exact arrival rates instead. The engines run one after the other
+(only one is busy at a time), each on `--engine-cores` (default: vLLM's own binding).
 
 Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
 plots. See eval/replay.py for what runs and docs/benchmarks.md for measured results.
@@ -23,11 +30,8 @@ import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-# Load levels per workload at the default scaling on 2 cores with the default model: about
-# 30%, 60% and 90% of the prefill capacity (~1.3 crawler queries/s; ANNS streaming systems
-# prefill ~1.5x the tokens of one-shot, as re-rankings invalidate KV, so ~0.7 queries/s).
-DEFAULT_QPS = {"crawler": (0.4, 0.8, 1.2), "anns": (0.2, 0.4, 0.6)}
-QUICK_QPS = {"crawler": (0.8,), "anns": (0.4,)}
+DEFAULT_LOAD = (0.2, 0.4, 0.6, 0.8)  # fractions of the measured one-shot capacity
+QUICK_LOAD = (0.4,)
 QUICK_QUERIES = 12
 DEFAULT_POLICY = "fcfs"
 
@@ -36,8 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="replay crawler/ANNS-shaped traces against baselines, with plots",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", required=True, choices=("crawler", "anns"))
+    p.add_argument("--load", type=float, nargs="+", metavar="F",
+                   help="load levels as fractions of the measured one-shot capacity, one pass per system each "
+                        f"(default {' '.join(map(str, DEFAULT_LOAD))}; --quick: {QUICK_LOAD[0]})")
     p.add_argument("--qps", type=float, nargs="+", metavar="Q",
-                   help="Poisson arrival rates, one pass per system each (default: per workload)")
+                   help="exact Poisson arrival rates instead of --load")
+    p.add_argument("--engine-cores", metavar="CORES",
+                   help='CPU cores each in-process engine computes on, e.g. "0" or "0-1" (default: vLLM\'s binding)')
     p.add_argument("--queries", type=int, default=30, metavar="N", help="queries in the trace (30)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_QUERIES} queries at one load level: a few minutes on 2 cores")
@@ -53,11 +62,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"scheduling policy of streamrag's engine (default {DEFAULT_POLICY}); the baselines run "
                         "on a second engine with vLLM's own order, unless this is vllm (one engine for all). "
                         "Not with --server, whose engine has its own policy")
-    p.add_argument("--model", default="default", help='"default", "tiny" or a model folder')
+    p.add_argument("--model", default="default",
+                   help='"default", "tiny", a model folder, or random:llama-1b / random:llama-8b (random weights '
+                        "of a real shape, for TTFT)")
     p.add_argument("--block-size", type=int, default=64, help="KV block size (multiple of 32)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
     p.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV cache size; 1 GiB holds ~23k tokens of SmolLM2")
     p.add_argument("--max-model-len", type=int, default=8192, help="SmolLM2 supports 8192")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="engine dtype (default: the platform's, float32 on CPU and bfloat16 on CUDA)")
+    p.add_argument("--gpu-memory-utilization", type=float, metavar="SHARE",
+                   help="CUDA: each engine's share of the card (two engines: 0.45 each)")
+    p.add_argument("--max-piece-tokens", type=int, metavar="N",
+                   help="longest context piece (default: the platform's, 128 on CPU and 2048 on CUDA)")
+    p.add_argument("--max-context-tokens", type=int, metavar="N",
+                   help="cap on a query's prompt tokens after scaling (default 4000); with --size-factor 1 and "
+                        "a model of that context, the paper's own counts")
     p.add_argument("--server", metavar="URL", help="replay against a streamrag server instead of in-process")
     p.add_argument("--api-key", help="bearer token for --server")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -78,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 async def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from engine import EngineConfig, StreamEngine
+    from engine import ConfigError, EngineConfig, StreamEngine
     from eval.plots import plot_report
     from eval.replay import replay
     from eval.report import build_report, format_table, write_report
@@ -91,14 +111,18 @@ async def _bench(args: argparse.Namespace) -> int:
         print("streamrag bench: error: --policy applies to in-process engines only; with --server "
               "every system runs under the server's own policy", file=sys.stderr)
         return 2
+    if args.qps and args.load:
+        print("streamrag bench: error: --qps and --load: give one (exact rates, or fractions of capacity)",
+              file=sys.stderr)
+        return 2
     queries = QUICK_QUERIES if args.quick and args.queries == 30 else args.queries
-    qps = args.qps or (QUICK_QPS if args.quick else DEFAULT_QPS)[args.workload]
+    load = None if args.qps else (args.load or (QUICK_LOAD if args.quick else DEFAULT_LOAD))
     if args.trace:
         trace = read_trace(args.trace).head(queries)
     else:
         base = Scaling.default(args.workload)
         scaling = Scaling(args.size_factor or base.size_factor, args.time_factor or base.time_factor,
-                          base.max_context_tokens)
+                          args.max_context_tokens or base.max_context_tokens)
         trace = generate(args.workload, queries, args.seed, scaling)
     trace.meta.setdefault("workload", args.workload)
     out = args.out
@@ -107,16 +131,24 @@ async def _bench(args: argparse.Namespace) -> int:
     configs: dict[str, EngineConfig] = {}  # system -> config; systems sharing one share an engine
     if not args.server:
         policy = args.policy or DEFAULT_POLICY
-        own = EngineConfig(
-            model=args.model, max_model_len=args.max_model_len,
-            block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
-            max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True, policy="vllm",
-        )
+        try:
+            own = EngineConfig(
+                model=args.model, max_model_len=args.max_model_len,
+                block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
+                max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True, policy="vllm",
+                cpu_cores=args.engine_cores, dtype=args.dtype, gpu_memory_utilization=args.gpu_memory_utilization,
+                max_piece_tokens=args.max_piece_tokens,
+            )
+        except ConfigError as error:
+            print(f"streamrag bench: error: {error}", file=sys.stderr)
+            return 2
         tuned = replace(own, policy=policy)
         # The baselines under vLLM's own order; streamrag under its policy (the same engine if "vllm").
         configs = {s: tuned if s == "streamrag" else own for s in systems}
     count = len(set(configs.values())) or 1
-    print(f"bench {args.workload}: {len(trace.queries)} queries at {', '.join(f'{q:g}' for q in qps)} QPS; "
+    levels = (f"{', '.join(f'{q:g}' for q in args.qps)} QPS" if args.qps
+              else f"{', '.join(f'{f:.0%}' for f in load)} of capacity")
+    print(f"bench {args.workload}: {len(trace.queries)} queries at {levels}; "
           f"starting {'the engine' if count == 1 else f'{count} engines'} ...", file=sys.stderr, flush=True)
     async with AsyncExitStack() as stack:  # every engine shuts down, on every path
         if args.server:
@@ -130,7 +162,7 @@ async def _bench(args: argparse.Namespace) -> int:
                     stack.push_async_callback(engine.close)  # also if start() fails half way
                     await engine.start()
             engines = {s: started[c] for s, c in configs.items()}
-        result = await replay(engines, trace, list(qps), systems,
+        result = await replay(engines, trace, args.qps, systems, load=load,
                               max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress,
                               quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
                               attempts=args.attempts)

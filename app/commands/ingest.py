@@ -63,10 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `streamrag --help` does not pay for torch and qdrant-client.
-    from retrievers.chunking import ChunkingConfig, ChunkingError
-    from retrievers.embedder import EmbedderConfig, EmbeddingModelError
-    from retrievers.ingest import IngestError
-    from retrievers.store import StoreError
+    from retrievers.chunking import ChunkingConfig
+    from retrievers.embedder import EmbedderConfig
+    from retrievers.errors import RetrievalError
 
     if args.shards < 1:
         print(f"streamrag ingest: error: --shards must be at least 1, got {args.shards}", file=sys.stderr)
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         )
         embedder_config = EmbedderConfig(model=args.embedding_model or EmbedderConfig().model)
         report, where = asyncio.run(_ingest(args, chunking, embedder_config))
-    except (ChunkingError, EmbeddingModelError, IngestError, StoreError) as error:
+    except RetrievalError as error:
         print(f"streamrag ingest: error: {error}", file=sys.stderr)
         return 2
     print(

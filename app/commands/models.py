@@ -27,12 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     # Imported here so `streamrag --help` does not pay for torch and transformers.
-    from engine.models import (
-        ModelError,
-        build_tiny_model,
-        default_cache_dir,
-        prepare_default_model,
-    )
+    from engine.errors import ModelError
+    from engine.models import build_tiny_model, default_cache_dir, prepare_default_model
 
     cache_dir = args.cache_dir or default_cache_dir()
     name = "tiny" if args.tiny else "default"

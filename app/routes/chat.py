@@ -36,15 +36,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                              body.include_usage)
     if state.retrieval is None:
         raise APIError(400, "retrieval: this server runs without retrieval (--no-retrieval)", param="retrieval")
-    users = [m for m in body.messages if m.role == "user"]
-    if not users or not users[-1].text.strip():
+    question = body.question
+    if not question:
         raise APIError(400, "messages: retrieval needs a user message to retrieve for", param="messages")
     systems = [m.text for m in body.messages if m.role in ("system", "developer")]
     spec = body.retrieval
     sampling = sampling_args(request, body, engine)
-    context = await state.retrieval.stream(spec, users[-1].text)
+    context = await state.retrieval.stream(spec, question)
     try:
-        session = await engine.open_session(question=users[-1].text, system="\n".join(systems) if systems else None,
+        session = await engine.open_session(question=question, system="\n".join(systems) if systems else None,
                                             gate=spec.gate.to_gate() if spec.gate else None)
     except Exception as error:
         await context.aclose()

@@ -13,7 +13,7 @@ from app.deps import require_api_key
 from app.errors import APIError
 from app.response_models import CollectionList, HealthOut, IngestOut, ModelList, errors
 from app.schemas import DocumentsIn
-from retrievers import Document
+from retrievers import Document, RetrievalError
 
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -71,13 +71,15 @@ async def list_collections(request: Request):
 async def add_documents(body: DocumentsIn, request: Request,
                         name: str = FastAPIPath(pattern=COLLECTION_NAME, description="the collection")):
     retrieval = _retrieval(request)
-    documents = []
+    documents: dict[str, Document] = {}
     for doc in body.documents:
         # Without an id, the content names the document: posting it again changes nothing.
+        # An id given twice in one request: the later document replaces the earlier, as a
+        # second request would.
         doc_id = doc.id or hashlib.sha256(doc.text.encode()).hexdigest()[:16]
-        documents.append(Document(id=doc_id, path=Path(doc_id), text=doc.text,
-                                  title=doc.metadata.get("title", doc_id)))
+        documents[doc_id] = Document(id=doc_id, path=Path(doc_id), text=doc.text,
+                                     title=doc.metadata.get("title", doc_id))
     try:
-        return await retrieval.add_documents(name, documents)
-    except ValueError as error:
+        return await retrieval.add_documents(name, list(documents.values()))
+    except RetrievalError as error:
         raise APIError(400, str(error), param="name") from error

@@ -18,14 +18,16 @@ If that process dies (a crash, the OOM killer, a kill), a watchdog notices withi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from engine.answer_text import AnswerText
 from engine.config import EngineConfig, check_update_mode
-from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import EngineDeadError, SessionStateError
 from engine.gate import Gate
 from engine.local.cost_model import default_profile_path
@@ -93,14 +95,22 @@ class StreamEngine:
         self.ledger = SchedulerLedger(self._ledger_dir)
         options = SchedulerOptions.from_config(cfg, self._ledger_dir, cost_model)
         args = AsyncEngineArgs(
-            model=str(self.model_path), dtype=cfg.dtype, max_model_len=self._max_model_len,
+            model=str(self.model_path), dtype=cfg.resolved_dtype, max_model_len=self._max_model_len,
             block_size=cfg.block_size, kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30),
             num_gpu_blocks_override=cfg.num_kv_blocks, max_num_batched_tokens=cfg.max_num_batched_tokens,
             max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager,
             enable_prefix_caching=cfg.enable_prefix_caching, scheduler_cls=SCHEDULER_CLS,
             additional_config={CONFIG_KEY: options.to_dict()}, seed=cfg.seed, disable_log_stats=True,
+            # Off on every platform: streamrag's scheduler hooks assume each schedule() sees the
+            # previous step's output (a replace cuts a request's computed tokens, which a step
+            # still in flight would then overwrite); vLLM turns it on by default on CUDA.
+            async_scheduling=False,
+            **({} if cfg.gpu_memory_utilization is None else {"gpu_memory_utilization": cfg.gpu_memory_utilization}),
         )
-        self._llm = AsyncLLM.from_engine_args(args)
+        if cfg.on == "cuda" and importlib.util.find_spec("flashinfer") is None:
+            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # used when present, not required
+        with _core_binding(cfg.cpu_cores):  # read by vLLM's worker process as it starts
+            self._llm = AsyncLLM.from_engine_args(args)
         self._watchdog = asyncio.create_task(self._watch(), name="streamrag-engine-watchdog")
 
     async def close(self) -> None:
@@ -166,7 +176,7 @@ class StreamEngine:
             llm=llm, template=self.template, rendered=self.template.render(question, system),
             session_id=f"sr-{uuid.uuid4().hex[:16]}", gate=gate or Gate(), max_model_len=self.max_model_len,
             block_size=self.config.block_size, update_mode=update_mode,
-            on_close=lambda s: self._sessions.pop(s.id, None), max_piece_tokens=self.config.max_piece_tokens,
+            on_close=lambda s: self._sessions.pop(s.id, None), max_piece_tokens=self.config.piece_tokens,
         )
         self._sessions[session.id] = session
         return session
@@ -189,15 +199,15 @@ class StreamEngine:
         ids = self._one_shot_ids(prompt_token_ids, prompt)
         llm = self._llm
         sampling = (sampling or Sampling()).with_max_tokens(self.max_model_len - len(ids))
-        detok = IncrementalDetokenizer(self.template.decode)
+        answer = AnswerText(self.template.decode, sampling.stop)
         request_id = f"cmpl-{uuid.uuid4().hex[:16]}"
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=ids), answer_params(sampling), request_id):
                 step = out.outputs[0]
-                text = detok.push(step.token_ids)
-                if step.finish_reason is not None:
-                    text += detok.flush()
-                yield Delta(text=text, token_ids=tuple(step.token_ids), finish_reason=step.finish_reason)
+                if (delta := answer.delta(step.token_ids, step.finish_reason)) is not None:
+                    yield delta
+                if answer.done:
+                    break  # leaving vLLM's generator aborts the rest of the request
         except Exception as error:
             if llm.errored:
                 raise EngineDeadError(f"the vLLM engine died during completion {request_id}") from error
@@ -251,3 +261,21 @@ class StreamEngine:
         if self._llm is None:
             raise SessionStateError("the engine is not started; use `async with StreamEngine(...)`")
         return self._llm
+
+
+@contextlib.contextmanager
+def _core_binding(cores: str | None):
+    """vLLM reads its CPU binding from the environment of the processes it starts: set it for
+    the start of this engine alone."""
+    if cores is None:
+        yield
+        return
+    before = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        else:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = before

@@ -29,21 +29,22 @@ ends with the current `_consumer` done, which means its vLLM request finished or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Literal
 
 from vllm.engine.protocol import StreamingInput
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import SamplingParams
 
-from engine.detokenizer import IncrementalDetokenizer
+from engine.answer_text import AnswerText
+from engine.context_surface import ContextSurface
 from engine.errors import EngineDeadError, SessionStateError
 from engine.gate import Gate
 from engine.local.markers import final_marker, replace_marker
 from engine.local.params import answer_params, prefill_params
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_context import SessionContext, common_prefix_len
-from engine.types import ChunkLike, ContextReceipt, Delta, GateReason, Sampling, SessionStats, State
+from engine.types import Delta, Sampling
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 _END = object()  # end of the answer stream in `_answers`
 
 
-class StreamSession:
+class StreamSession(ContextSurface):
     """Created by `StreamEngine.open_session`; see the module docstring for the protocol."""
 
     def __init__(self, llm: AsyncLLM, template: PromptTemplate, rendered: RenderedPrompt, session_id: str,
@@ -78,56 +79,7 @@ class StreamSession:
         self._consumer = self._start_request(self._feed)
         self._pump()
 
-    # -- the session contract (engine/contract.py) ----------------------------------------
-    @property
-    def id(self) -> str:
-        return self._ctx.id
-
-    @property
-    def state(self) -> State:
-        return self._ctx.state
-
-    @property
-    def prompt_token_ids(self) -> list[int]:
-        return self._ctx.prompt_token_ids
-
-    @property
-    def context_token_ids(self) -> list[int]:
-        """The prompt without the closing template: what is prefilled before the gate."""
-        return list(self._ctx.tokens)
-
-    @property
-    def chunks(self) -> tuple[ChunkLike, ...]:
-        return tuple(self._ctx.chunks)
-
-    @property
-    def gate_is_open(self) -> bool:
-        return self._ctx.gate_is_open
-
-    @property
-    def opened_at(self) -> float:
-        """`time.monotonic()` when the session opened: the origin of the stats' times."""
-        return self._ctx.stats.t0
-
-    @property
-    def stats(self) -> SessionStats:
-        return self._ctx.snapshot()
-
-    async def wait_gate(self) -> GateReason | None:
-        return await self._ctx.wait_gate()
-
-    async def append(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        """As the contract says; with `last=True` these chunks go to vLLM with the closing
-        template in the answer's own request: one prefill step on the TTFT path, not two."""
-        return self._ctx.append(chunks, last)
-
-    async def update(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        """As the contract says; rankings that arrive while a piece prefills are coalesced."""
-        return self._ctx.update(chunks, last)
-
-    async def finish_context(self) -> None:
-        self._ctx.finish()
-
+    # -- the rest of the session contract (engine/contract.py) -----------------------------
     async def wait_prefilled(self) -> None:
         """Wait until vLLM has prefilled the whole current context (tests, benchmarks)."""
         while not self._ctx.closed and self._failure is None and not self._settled():
@@ -140,7 +92,7 @@ class StreamSession:
         under `contextlib.aclosing`, else when the loop finalizes the generator)."""
         self._raise_if_failed()
         sampling = self._ctx.claim_generate(sampling)
-        detok = IncrementalDetokenizer(self._ctx.template.decode)
+        answer = AnswerText(self._ctx.template.decode, sampling.stop)
         try:
             await self._ctx.gate_opened.wait()
             self._raise_if_failed()
@@ -151,16 +103,16 @@ class StreamSession:
                 if isinstance(item, BaseException):
                     raise item
                 out = item.outputs[0]
-                ids = tuple(out.token_ids)
-                if ids:
-                    self._ctx.stats.tokens_generated(len(ids))
-                text = detok.push(ids)
-                if out.finish_reason is not None:
-                    text += detok.flush()
-                if ids or out.finish_reason is not None:
-                    yield Delta(text=text, token_ids=ids, finish_reason=out.finish_reason)
+                if out.token_ids:
+                    self._ctx.stats.tokens_generated(len(out.token_ids))
+                if (delta := answer.delta(out.token_ids, out.finish_reason)) is not None:
+                    yield delta
+                if answer.done:  # a stop string: the rest of vLLM's answer is not wanted
+                    self._consumer.cancel()
+                    break
             if self._ctx.close("finished"):
                 self._on_close(self)
+                await asyncio.gather(self._consumer, return_exceptions=True)
         finally:
             if self.state != "finished":
                 await self.abort()

@@ -36,8 +36,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 
+from engine.answer_text import AnswerText
 from engine.config import check_update_mode
-from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ConfigError, SessionStateError
 from engine.gate import Gate
 from engine.models import resolve_model
@@ -143,13 +143,15 @@ class VLLMServersEngine:
         sampling = (sampling or Sampling()).with_max_tokens(self._max_model_len - len(ids))
         request_id = f"cmpl-{uuid.uuid4().hex[:16]}"
         placement = self.replicas.place(request_id, replica)
-        detok = IncrementalDetokenizer(self.template.decode)
+        answer = AnswerText(self.template.decode, sampling.stop)
         async with aclosing(self._router.stream(placement, ids, sampling, request_id)) as items:
             async for item in items:
                 if isinstance(item, ServerUsage):
                     continue
-                text = detok.push(item.token_ids) + (detok.flush() if item.finish_reason else "")
-                yield Delta(text=text, token_ids=item.token_ids, finish_reason=item.finish_reason)
+                if (delta := answer.delta(item.token_ids, item.finish_reason)) is not None:
+                    yield delta
+                if answer.done:
+                    return  # closing the stream ends the server's request
 
     async def complete(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                        sampling: Sampling | None = None, replica: str | None = None) -> Completion:

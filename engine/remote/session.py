@@ -26,25 +26,21 @@ closes its connection; vLLM aborts a request whose client went away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from engine.detokenizer import IncrementalDetokenizer
+from engine.answer_text import AnswerText
+from engine.context_surface import ContextSurface
 from engine.errors import SessionStateError
 from engine.gate import Gate
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.remote.vllm_client import ServerUsage
 from engine.session_context import SessionContext, common_prefix_len
 from engine.types import (
-    ChunkLike,
-    ContextReceipt,
     Delta,
-    GateReason,
     Sampling,
-    SessionStats,
-    State,
 )
 
 if TYPE_CHECKING:
@@ -63,13 +59,12 @@ class ServerRequest:
     cached_tokens: int | None  # None: the server runs without --enable-prompt-tokens-details
 
 
-class VLLMServersSession:
+class VLLMServersSession(ContextSurface):
     """Created by `VLLMServersEngine.open_session`; see the module docstring for the protocol."""
 
     def __init__(self, router: ReplicaRouter, session_id: str, template: PromptTemplate,
                  rendered: RenderedPrompt, gate: Gate, max_model_len: int,
                  on_close: Callable[[VLLMServersSession], None]) -> None:
-        self.id = session_id
         self.gate = gate
         self._router = router
         self._on_close = on_close
@@ -87,32 +82,9 @@ class VLLMServersSession:
                                    on_change=self._pump, prefilled=self._prefilled)
         self._pump()
 
-    # -- the session surface (as `StreamSession`) -----------------------------------------
-    @property
-    def state(self) -> State:
-        return self._ctx.state
-
-    @property
-    def prompt_token_ids(self) -> list[int]:
-        return self._ctx.prompt_token_ids
-
-    @property
-    def chunks(self) -> tuple[ChunkLike, ...]:
-        return tuple(self._ctx.chunks)
-
-    @property
-    def gate_is_open(self) -> bool:
-        return self._ctx.gate_is_open
-
-    @property
-    def opened_at(self) -> float:
-        return self._ctx.stats.t0
-
-    @property
-    def stats(self) -> SessionStats:
-        """As `StreamSession.stats`, with reuse from the server's reports: each request after
-        the first counts as a replace whose kept tokens are its `cached_tokens`."""
-        return self._ctx.snapshot()
+    # -- the rest of the session contract (engine/contract.py) -----------------------------
+    # `stats` counts reuse from the server's reports: each request after the first is a replace
+    # whose kept tokens are its `cached_tokens`.
 
     @property
     def replica(self) -> str:
@@ -127,18 +99,6 @@ class VLLMServersSession:
     def server_requests(self) -> tuple[ServerRequest, ...]:
         return tuple(self._requests)
 
-    async def wait_gate(self) -> GateReason | None:
-        return await self._ctx.wait_gate()
-
-    async def append(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        return self._ctx.append(chunks, last)
-
-    async def update(self, chunks: Sequence[ChunkLike], last: bool = False) -> ContextReceipt:
-        return self._ctx.update(chunks, last)
-
-    async def finish_context(self) -> None:
-        self._ctx.finish()
-
     async def wait_prefilled(self) -> None:
         """Wait until the server has warmed the whole current context (tests, benchmarks)."""
         while (not self._ctx.closed and self._failure is None and not self._finalizing
@@ -150,7 +110,7 @@ class VLLMServersSession:
     async def generate(self, sampling: Sampling | None = None) -> AsyncIterator[Delta]:
         """Wait for the gate, then stream the answer. Leaving early aborts the session."""
         sampling = self._ctx.claim_generate(sampling)
-        detok = IncrementalDetokenizer(self._ctx.template.decode)
+        answer = AnswerText(self._ctx.template.decode, sampling.stop)
         try:
             await self._ctx.gate_opened.wait()
             self._raise_if_failed()
@@ -166,11 +126,12 @@ class VLLMServersSession:
                     raise item
                 if item.token_ids:
                     self._ctx.stats.tokens_generated(len(item.token_ids))
-                text = detok.push(item.token_ids)
-                if item.finish_reason is not None:
-                    text += detok.flush()
-                if item.token_ids or item.finish_reason is not None:
-                    yield Delta(text=text, token_ids=item.token_ids, finish_reason=item.finish_reason)
+                if (delta := answer.delta(item.token_ids, item.finish_reason)) is not None:
+                    yield delta
+                if answer.done:  # a stop string: end the server's request
+                    self._final_task.cancel()
+                    await asyncio.gather(self._final_task, return_exceptions=True)
+                    break
             if self._ctx.close("finished"):
                 self._on_close(self)
         finally:

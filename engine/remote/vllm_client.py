@@ -174,7 +174,9 @@ class VLLMClient:
 
 def completion_body(model: str, prompt: Sequence[int], sampling: Sampling, request_id: str | None = None) -> dict:
     """The /v1/completions body for a token-id prompt (vLLM's extensions included)."""
-    body = {"model": model, "prompt": list(prompt), **{k: v for k, v in sampling.to_dict().items() if v is not None}}
+    # Stop strings are applied by the session (engine/stops.py), the same on every backend.
+    fields = {k: v for k, v in sampling.to_dict().items() if v is not None and k != "stop"}
+    body = {"model": model, "prompt": list(prompt), **fields}
     if request_id is not None:
         body["request_id"] = request_id  # shows in the server's logs next to ours
     return body

@@ -28,7 +28,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from engine import Sampling
-from integrations.client import ChatDelta, EngineClient
+from integrations.client import ChatDelta, EngineClient, to_sampling
 from integrations.runner import EngineRunner
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
@@ -161,8 +161,8 @@ class StreamRAGChatModel(BaseChatModel):
 
     # -- helpers --------------------------------------------------------------------------
     def sampling(self, **overrides: Any) -> Sampling:
-        """A session's sampling: this model's settings, then `overrides` (stop strings apply to chat only)."""
-        return Sampling(**{k: v for k, v in self._sampling(None, overrides).items() if k != "stop" and v is not None})
+        """A session's sampling: this model's settings, then `overrides`."""
+        return to_sampling(self._sampling(None, overrides))
 
     def _sampling(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,

@@ -31,7 +31,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.llm import LLM
 
 from engine import Sampling
-from integrations.client import ChatDelta, EngineClient
+from integrations.client import ChatDelta, EngineClient, to_sampling
 
 DEFAULT_CONTEXT_WINDOW = 4096  # only when a server does not report its max_model_len
 
@@ -158,8 +158,8 @@ class StreamRAGLLM(LLM):
         return self._client.chat_stream(self._payload(messages), **self._sampling(kwargs))
 
     def sampling(self, **overrides: Any) -> Sampling:
-        """A session's sampling: this LLM's settings, then `overrides` (stop strings apply to chat only)."""
-        return Sampling(**{k: v for k, v in self._sampling(overrides).items() if k != "stop" and v is not None})
+        """A session's sampling: this LLM's settings, then `overrides`."""
+        return to_sampling(self._sampling(overrides))
 
     def _payload(self, messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         return [{"role": _role(m.role), "content": m.content or ""} for m in self._extend_messages(list(messages))]
