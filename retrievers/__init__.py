@@ -2,14 +2,16 @@
 
 Independent of the engine: a context stream is plain events (`Append`, `Update`, `Error`, `Done`)
 of plain chunks, which the app converts for the engine.
+
+`import retrievers` is light: the protocol, chunking and errors. The rest (Qdrant, the embedder,
+the LlamaIndex and LangChain adapters) is imported on first use, so code that only speaks the
+protocol (the engine's tests on a machine with vLLM alone) needs none of their packages.
 """
 
-from retrievers.adapters import (
-    LangChainAdapter,
-    LlamaIndexAdapter,
-    document_chunk,
-    node_chunk,
-)
+from __future__ import annotations
+
+import importlib
+
 from retrievers.chunking import (
     ChunkingConfig,
     ChunkingError,
@@ -18,23 +20,9 @@ from retrievers.chunking import (
     content_id,
     split_text,
 )
-from retrievers.corpus import (
-    CORPORA,
-    PYTHON_DOCS,
-    CorpusReport,
-    UnknownCorpusError,
-    write_corpus,
-    write_python_docs,
+from retrievers.errors import (
+    RetrievalError,
 )
-from retrievers.embedder import (
-    DEFAULT_MODEL,
-    Embedder,
-    EmbedderConfig,
-    EmbeddingModelError,
-    model_folder,
-    unpack_packaged_model,
-)
-from retrievers.errors import RetrievalError
 from retrievers.events import (
     Append,
     Chunk,
@@ -47,20 +35,62 @@ from retrievers.events import (
     Update,
     collect,
 )
-from retrievers.fetch import FetchRetriever, fetch_text, html_text
-from retrievers.fusion import FusionRetriever, reciprocal_rank_fusion
-from retrievers.ingest import (
-    Document,
-    IngestError,
-    IngestReport,
-    discover,
-    ingest,
-    ingest_documents,
-)
-from retrievers.paths import cache_dir, corpus_path, data_dir, qdrant_path
-from retrievers.sharded import ShardedRetriever, merge_top_k, shard_names, shard_of
-from retrievers.sources import Outcome, in_completion_order, stream_sources
-from retrievers.store import MEMORY, Point, QdrantStore, Searcher, StoreError
+
+# name -> the module that defines it, imported when the name is first used
+_LAZY = {
+    "LangChainAdapter": "retrievers.adapters",
+    "LlamaIndexAdapter": "retrievers.adapters",
+    "document_chunk": "retrievers.adapters",
+    "node_chunk": "retrievers.adapters",
+    "CORPORA": "retrievers.corpus",
+    "PYTHON_DOCS": "retrievers.corpus",
+    "CorpusReport": "retrievers.corpus",
+    "UnknownCorpusError": "retrievers.corpus",
+    "write_corpus": "retrievers.corpus",
+    "write_python_docs": "retrievers.corpus",
+    "DEFAULT_MODEL": "retrievers.embedder",
+    "Embedder": "retrievers.embedder",
+    "EmbedderConfig": "retrievers.embedder",
+    "EmbeddingModelError": "retrievers.embedder",
+    "model_folder": "retrievers.embedder",
+    "unpack_packaged_model": "retrievers.embedder",
+    "FetchRetriever": "retrievers.fetch",
+    "fetch_text": "retrievers.fetch",
+    "html_text": "retrievers.fetch",
+    "FusionRetriever": "retrievers.fusion",
+    "reciprocal_rank_fusion": "retrievers.fusion",
+    "Document": "retrievers.ingest",
+    "IngestError": "retrievers.ingest",
+    "IngestReport": "retrievers.ingest",
+    "discover": "retrievers.ingest",
+    "ingest": "retrievers.ingest",
+    "ingest_documents": "retrievers.ingest",
+    "cache_dir": "retrievers.paths",
+    "corpus_path": "retrievers.paths",
+    "data_dir": "retrievers.paths",
+    "qdrant_path": "retrievers.paths",
+    "ShardedRetriever": "retrievers.sharded",
+    "merge_top_k": "retrievers.sharded",
+    "shard_names": "retrievers.sharded",
+    "shard_of": "retrievers.sharded",
+    "Outcome": "retrievers.sources",
+    "in_completion_order": "retrievers.sources",
+    "stream_sources": "retrievers.sources",
+    "MEMORY": "retrievers.store",
+    "Point": "retrievers.store",
+    "QdrantStore": "retrievers.store",
+    "Searcher": "retrievers.store",
+    "StoreError": "retrievers.store",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'retrievers' has no attribute {name!r}")
+
 
 __all__ = [
     "RetrievalError",

@@ -130,6 +130,16 @@ def test_a_client_of_a_server_never_loads_vllm():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_the_context_stream_protocol_needs_no_store():
+    """`from retrievers import Chunk` (what the engine's tests and eval use) loads neither Qdrant
+    nor the embedder nor the frameworks: the engine's tests run where only vLLM is installed."""
+    code = ("import sys\nfrom retrievers import Chunk, Append, content_id, RetrievalError\n"
+            "heavy = [m for m in ('qdrant_client', 'sentence_transformers', 'llama_index', 'langchain_core')"
+            " if m in sys.modules]\nassert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_every_deferred_import_resolves():
     """Imports written inside functions (to keep `import engine` and `streamrag --help` light)
     run only when that path does; check each name exists, so a rename cannot break a command

@@ -76,7 +76,7 @@ def test_resolve_model(tiny_cache: Path, tmp_path: Path) -> None:
 
 
 def test_resolve_unknown_model_names_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match=r"model='nope/path'.*'default', 'tiny' or a path"):
+    with pytest.raises(ModelNotFoundError, match=r"model='nope/path'.*'default', 'tiny', 'random:llama-1b\|8b' or a path"):
         resolve_model("nope/path", tmp_path)
 
 
