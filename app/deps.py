@@ -62,7 +62,8 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
                        f"tokens and the prompt takes {prompt_tokens}; ask for at most {max(room, 0)}",
                        param=field, code="context_length_exceeded")
     return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                    ignore_eos=body.ignore_eos, stop=body.stops)
+                    ignore_eos=body.ignore_eos, stop=body.stops, frequency_penalty=body.frequency_penalty,
+                    presence_penalty=body.presence_penalty, repetition_penalty=body.repetition_penalty)
 
 
 def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:

@@ -19,7 +19,7 @@ from app import __version__, errors
 from app.gatekeeper import Gatekeeper, InFlight
 from app.metrics import Metrics
 from app.openapi import openapi_document
-from app.routes import chat, sessions, system
+from app.routes import chat, sessions, system, tokens
 from app.session_registry import SessionRegistry
 from app.settings import Settings
 from app.supervisor import EngineSupervisor
@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.include_router(system.router)
     app.include_router(chat.router)
     app.include_router(sessions.router)
+    app.include_router(tokens.router)
+    app.include_router(tokens.public)
 
     app.add_middleware(Gatekeeper, max_body_bytes=settings.max_body_bytes)
     app.openapi = lambda: openapi_document(app)

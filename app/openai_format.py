@@ -4,7 +4,9 @@ Extension events (`event: context`, `event: gate`) carry a `chat.completion.chun
 body with no choices and a `streamrag` object. Deliberate: the official `openai` SDK (3.x)
 parses every SSE event whatever its name, so a body of another shape would reach the
 caller's loop as a malformed chunk; an empty-choices chunk is what the SDK already yields
-for usage, which clients skip. SSE-aware clients read the event name.
+for usage, which clients skip. SSE-aware clients read the event name. Chat completions send
+them only when asked (`"retrieval": {"events": true}`), so a client that reads `choices[0]` of
+every chunk never meets one; the session API, streamrag's own, always sends them.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ Kind = Literal["chat", "text"]
 class Formatter:
     """Formats one response's events; holds its id, creation time and model name."""
 
-    def __init__(self, kind: Kind, model: str) -> None:
+    def __init__(self, kind: Kind, model: str, extension_events: bool = True) -> None:
         self.kind = kind
+        self.extension_events = extension_events
         self.model = model
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -55,12 +58,14 @@ class Formatter:
                 "streamrag": finish.streamrag}
 
     def sse(self, event: RunEvent, include_usage: bool) -> list[ServerSentEvent]:
+        if isinstance(event, (ContextInfo, GateInfo)) and not self.extension_events:
+            return []
         if isinstance(event, ContextInfo):
             body = {"op": event.op, "chunk_ids": list(event.chunk_ids), "scores": list(event.scores),
                     "prompt_tokens": event.prompt_tokens, "dropped": event.dropped, "error": event.error}
             return [ServerSentEvent(json.dumps(self._envelope([], streamrag={"context": body})), event="context")]
         if isinstance(event, GateInfo):
-            body = {"reason": event.reason, "elapsed_ms": event.elapsed_ms}
+            body = {"reason": event.reason, "elapsed_ms": event.elapsed_ms, "warning": event.warning}
             return [ServerSentEvent(json.dumps(self._envelope([], streamrag={"gate": body})), event="gate")]
         if isinstance(event, TokenInfo):
             d = event.delta
@@ -86,7 +91,7 @@ class Formatter:
             elif isinstance(event, ContextInfo):
                 context.append({"op": event.op, "chunk_ids": list(event.chunk_ids)})
             elif isinstance(event, GateInfo):
-                gate = {"reason": event.reason, "elapsed_ms": event.elapsed_ms}
+                gate = {"reason": event.reason, "elapsed_ms": event.elapsed_ms, "warning": event.warning}
             elif isinstance(event, Finish):
                 finish = event
         content = "".join(text)

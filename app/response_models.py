@@ -175,3 +175,18 @@ class IngestOut(BaseModel):
     chunks: int
     embedded: int
     unchanged: int
+
+
+class TokenizeOut(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeOut(BaseModel):
+    prompt: str
+
+
+class VersionOut(BaseModel):
+    version: str

@@ -39,8 +39,8 @@ class _ClientGone(Exception):
 
 
 async def respond(request: Request, events: AsyncIterator[RunEvent], kind: Kind, stream: bool,
-                  include_usage: bool, param: str = "messages"):
-    formatter = Formatter(kind, request.app.state.settings.model_name)
+                  include_usage: bool, param: str = "messages", extension_events: bool = True):
+    formatter = Formatter(kind, request.app.state.settings.model_name, extension_events)
     events = _observed(request, events)
     try:
         if not stream:

@@ -40,6 +40,7 @@ class ContextInfo:
 class GateInfo:
     reason: str | None
     elapsed_ms: float
+    warning: str | None = None  # the answer may miss context: it opened at the deadline
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,11 @@ async def session_run(
     async def decode() -> None:
         reason = await session.wait_gate()
         if reason is not None:  # None: the session ended first; generate() says why
-            queue.put_nowait(GateInfo(reason, _ms(time.monotonic() - t_request)))
+            warning = None
+            if reason == "deadline":
+                warning = (f"the gate opened at its deadline (max_wait_s) with {session.stats.chunks} chunks; "
+                           "context that arrives later is not used")
+            queue.put_nowait(GateInfo(reason, _ms(time.monotonic() - t_request), warning))
         async for delta in session.generate(sampling):
             tokens[0] += len(delta.token_ids)
             tokens[1] = delta.finish_reason or tokens[1]
@@ -122,8 +127,10 @@ def session_breakdown(session: Session, t_request: float, t_opened: float) -> di
     stats shape) plus where the time to first token went, in ms from the request."""
     s = session.stats
     since_request = t_opened - t_request
+    late = s.chunks_dropped_late
     return {
         **s.to_dict(),
+        "warning": f"{late} chunks arrived after the gate opened and were not used" if late else None,
         "session_id": session.id,
         "retrieval_wait_ms": _ms(None if s.t_gate is None else s.t_gate + since_request),
         "ttft_from_gate_ms": _ms(s.ttft_from_gate_s),

@@ -60,7 +60,7 @@ class Body(BaseModel):
 class GateSpec(Body):
     """`Gate` over HTTP: when decoding may start (see engine/gate.py)."""
 
-    min_chunks: int | None = Field(None, ge=1)
+    min_chunks: int | None = Field(None, ge=0, description="chunks needed; 0 lets a deadline open on an empty context")
     min_score: float | None = None
     stable_updates: int | None = Field(None, ge=1)
     stable_top_k: int = Field(3, ge=1, le=1000)
@@ -78,6 +78,7 @@ class RetrievalSpec(Body):
     mode: Literal["append", "update"] = "update"
     queries: list[Text] = Field(default_factory=list, max_length=8)
     gate: GateSpec | None = None
+    events: bool = Field(False, description="stream `event: context` and `event: gate` chunks (no choices) too")
 
 
 class StreamOptions(Body):
@@ -110,6 +111,10 @@ class SamplingFields(Body):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = Field(None, ge=INT64_MIN, le=UINT64_MAX)
     ignore_eos: bool = False
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    repetition_penalty: float = Field(1.0, gt=0, le=2, description="vLLM's: > 1 discourages repeating any "
+                                      "token of the prompt or the answer; 1 is off")
     n: int = Field(1, ge=1, le=1)
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(
         None, description="the answer ends before the first of these strings (up to 4)")
@@ -214,3 +219,24 @@ class DocumentIn(Body):
 
 class DocumentsIn(Body):
     documents: list[DocumentIn] = Field(min_length=1)
+
+
+class TokenizeRequest(Body):
+    """vLLM's `/tokenize`: a prompt, or chat messages rendered with the model's template."""
+
+    model: Text | None = None
+    prompt: Text | None = None
+    messages: list[Message] | None = Field(None, min_length=1)
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt and messages")
+        return self
+
+
+class DetokenizeRequest(Body):
+    model: Text | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=TOKEN_LIMIT)]] = Field(max_length=1_000_000)

@@ -14,7 +14,10 @@ class Gate:
 
     The gate opens at the first of:
       - retrieval is done (`finish_context()`): reason "done";
-      - `max_wait_s` seconds since `open_session`: reason "deadline";
+      - `max_wait_s` seconds since `open_session`: reason "deadline". A deadline that finds no
+        context yet waits for the first chunk (then opens, reason "deadline"), so a slow
+        retriever never leaves the answer with nothing by accident; `min_chunks=0` lets the
+        deadline open on an empty context;
       - every criterion given holds: reason "criteria". Criteria are
         `min_chunks` (chunks accepted so far), `min_score` (sum of their scores; a chunk
         without a score counts 0) and `stable_updates` (update mode: the top-`stable_top_k`
@@ -29,8 +32,8 @@ class Gate:
     stable_top_k: int = 3
 
     def __post_init__(self) -> None:
-        if self.min_chunks is not None and self.min_chunks < 1:
-            raise ConfigError("gate.min_chunks", f"{self.min_chunks} must be >= 1 or None")
+        if self.min_chunks is not None and self.min_chunks < 0:
+            raise ConfigError("gate.min_chunks", f"{self.min_chunks} must be >= 0 or None")
         if self.stable_updates is not None and self.stable_updates < 1:
             raise ConfigError("gate.stable_updates", f"{self.stable_updates} must be >= 1 or None")
         if self.max_wait_s is not None and self.max_wait_s < 0:
@@ -43,7 +46,12 @@ class Gate:
 
     @property
     def has_criteria(self) -> bool:
-        return any(c is not None for c in (self.min_chunks, self.min_score, self.stable_updates))
+        # min_chunks=0 asks for no chunk at all: it only lets a deadline open on nothing.
+        return bool(self.min_chunks) or self.min_score is not None or self.stable_updates is not None
+
+    def deadline_may_open(self, num_chunks: int) -> bool:
+        """Whether the deadline may open the gate on a context of `num_chunks` chunks."""
+        return num_chunks > 0 or self.min_chunks == 0
 
     def criteria_reason(
         self, num_chunks: int, score_sum: float, stable_count: int

@@ -58,9 +58,10 @@ class PromptTemplate:
             raise ValueError("the chat template dropped the user message; cannot place context")
         return RenderedPrompt(prefix_ids=tuple(self.encode(before)), closing_ids=tuple(self.encode(after)))
 
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    def chat_ids(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """A plain chat (no context) with the model's chat template, ready for the assistant turn."""
-        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False,
+                                                   add_generation_prompt=add_generation_prompt)
         return self.encode(text)  # the rendered text carries BOS and role markers itself
 
     def chunk_ids(self, text: str, position: int) -> list[int]:

@@ -71,8 +71,9 @@ class SessionContext:
         self.gate_opened = asyncio.Event()
         self.check_fits(len(self.tokens))
         self._deadline = None
+        self._deadline_passed = False  # it found no context: the first chunk opens the gate
         if gate.max_wait_s is not None:
-            self._deadline = asyncio.get_running_loop().call_later(gate.max_wait_s, self.open_gate, "deadline")
+            self._deadline = asyncio.get_running_loop().call_later(gate.max_wait_s, self._on_deadline)
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -133,6 +134,8 @@ class SessionContext:
         score = sum(c.score or 0.0 for c in self.chunks)
         if (reason := self.gate.criteria_reason(len(self.chunks), score, self._stable)) is not None:
             self.open_gate(reason)
+        if self._deadline_passed and self.gate.deadline_may_open(len(self.chunks)):
+            self.open_gate("deadline")
         if last:
             self.open_gate("done")
         return ContextReceipt(accepted, 0, len(self.prompt_token_ids))
@@ -147,6 +150,13 @@ class SessionContext:
         return ContextReceipt(0, len(chunks), len(self.prompt_token_ids))
 
     # -- gate and state ---------------------------------------------------------------
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self.gate.deadline_may_open(len(self.chunks)):
+            self.open_gate("deadline")
+        else:
+            self._deadline_passed = True
+
     def open_gate(self, reason: GateReason) -> None:
         if self.gate_is_open or self.closed:
             return

@@ -30,7 +30,9 @@ class Sampling:
 
     temperature 0 is greedy (exact: the same engine gives the same tokens). `seed` makes a
     non-greedy answer repeatable. `ignore_eos` keeps generating past the end-of-sequence
-    token (benchmarks and exactness tests that need a fixed length).
+    token (benchmarks and exactness tests that need a fixed length). The penalties are
+    OpenAI's (`frequency_penalty`, `presence_penalty`, in [-2, 2]) and vLLM's
+    (`repetition_penalty`, in (0, 2], 1 = off): what keeps a small model from looping.
     """
 
     max_tokens: int = 256
@@ -39,6 +41,9 @@ class Sampling:
     seed: int | None = None
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()  # the answer ends before the first of these (engine/stops.py)
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
@@ -51,6 +56,11 @@ class Sampling:
             raise ConfigError("top_p", f"{self.top_p} must be in (0, 1]")
         if self.seed is not None and not -(2**63) <= self.seed < 2**64:
             raise ConfigError("seed", f"{self.seed} does not fit in 64 bits")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ConfigError(name, f"{getattr(self, name)} must be in [-2, 2]")
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise ConfigError("repetition_penalty", f"{self.repetition_penalty} must be in (0, 2]")
         if isinstance(self.stop, str) or len(self.stop) > 4 or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("stop", f"{self.stop!r}: give up to 4 non-empty strings (a tuple)")
 

@@ -63,26 +63,31 @@ async def test_completions_with_token_ids(client, engine):
 
 
 async def test_retrieval_chat_through_the_openai_client(client):
-    stream = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "How does try finally work?"}],
-        stream=True, temperature=0, max_tokens=6,
-        extra_body={"retrieval": {"collection": "python-docs", "top_k": 2, "mode": "update"}},
-    )
-    content_chunks, extension = 0, []
-    async for chunk in stream:
-        if chunk.choices:
-            content_chunks += 1
+    """Extension chunks only when asked for: without `events`, every chunk has a choice."""
+    for events in (False, True):
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "How does try finally work?"}],
+            stream=True, temperature=0, max_tokens=6,
+            extra_body={"retrieval": {"collection": "python-docs", "top_k": 2, "mode": "update", "events": events}},
+        )
+        content_chunks, extension = 0, []
+        async for chunk in stream:
+            if chunk.choices:
+                content_chunks += 1
+            else:
+                extension.append(chunk.model_extra["streamrag"])
+        assert content_chunks >= 1
+        if events:
+            assert any("context" in e for e in extension) and any("gate" in e for e in extension)
         else:
-            extension.append(chunk.model_extra["streamrag"])
-    assert content_chunks >= 1
-    assert any("context" in e for e in extension) and any("gate" in e for e in extension)
+            assert extension == []
 
 
 @pytest.mark.parametrize("mode", ["append", "update"])
 async def test_context_events_come_before_gate_before_tokens(app_server, mode):
     body = {"model": MODEL, "stream": True, "temperature": 0, "max_tokens": 4,
             "messages": [{"role": "user", "content": "What does the with statement do?"}],
-            "retrieval": {"collection": "python-docs", "top_k": 3, "mode": mode,
+            "retrieval": {"collection": "python-docs", "top_k": 3, "mode": mode, "events": True,
                           "queries": ["context manager __enter__ __exit__"]},
             "stream_options": {"include_usage": True}}
     async with httpx.AsyncClient(base_url=app_server, timeout=60) as http:
@@ -117,3 +122,49 @@ async def test_models_health_and_collections(app_server):
         assert again.json()["embedded"] == 0  # idempotent
         metrics = (await http.get("/metrics")).text
         assert "streamrag_kv_blocks_in_use" in metrics and "http_requests_total" in metrics
+
+
+async def test_penalties_reach_the_engine_and_are_bounded(client, engine):
+    """`frequency_penalty`, `presence_penalty` and vLLM's `repetition_penalty` change greedy
+    answers exactly as the same `Sampling` does in the engine; out of range is a 400 naming it."""
+    import openai
+
+    messages = [{"role": "user", "content": "Say something long."}]
+    ids = _chat_prompt_ids(engine, messages)
+    plain = await engine.complete(prompt_token_ids=ids, sampling=Sampling(max_tokens=24, ignore_eos=True))
+    penalised = Sampling(max_tokens=24, ignore_eos=True, frequency_penalty=1.5, presence_penalty=0.5,
+                         repetition_penalty=1.8)
+    expected = await engine.complete(prompt_token_ids=ids, sampling=penalised)
+    assert expected.token_ids != plain.token_ids  # the tiny model's greedy answer repeats itself
+    assert len(set(expected.token_ids)) >= len(set(plain.token_ids))
+    answer = await client.chat.completions.create(
+        model=MODEL, messages=messages, temperature=0, max_tokens=24, frequency_penalty=1.5, presence_penalty=0.5,
+        extra_body={"repetition_penalty": 1.8, "ignore_eos": True})
+    assert answer.choices[0].model_extra["token_ids"] == list(expected.token_ids)
+    for field, value in (("frequency_penalty", 2.5), ("presence_penalty", -3), ("repetition_penalty", 0)):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2,
+                                                 extra_body={field: value})
+        assert refused.value.body["param"] == field
+
+
+async def test_tokenize_detokenize_and_version_as_vllm_has_them(app_server, engine):
+    async with httpx.AsyncClient(base_url=app_server) as http:
+        text = "Streaming prefill overlaps retrieval."
+        r = await http.post("/tokenize", json={"model": MODEL, "prompt": text, "add_special_tokens": False})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["tokens"] == engine.template.encode(text) and body["count"] == len(body["tokens"])
+        assert body["max_model_len"] == engine.max_model_len
+        messages = [{"role": "user", "content": text}]
+        chat = (await http.post("/tokenize", json={"messages": messages})).json()
+        assert chat["tokens"] == _chat_prompt_ids(engine, messages)
+        back = await http.post("/detokenize", json={"model": MODEL, "tokens": body["tokens"]})
+        assert back.json() == {"prompt": text}
+        version = (await http.get("/version")).json()["version"]
+        assert version and isinstance(version, str)
+        for path, bad, param in (("/tokenize", {"prompt": "a", "messages": messages}, None),
+                                 ("/detokenize", {"tokens": [10**9]}, "tokens"),
+                                 ("/detokenize", {"tokens": [True]}, "tokens.0")):
+            r = await http.post(path, json=bad)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

@@ -63,3 +63,23 @@ async def test_idle_session_is_reaped_and_freed(keyed_server, engine):
         assert engine.session(sid) is None
         push = await http.post(f"/v1/sessions/{sid}/context", json={"op": "append", "chunks": [{"text": "y"}]})
         assert push.status_code == 409 and push.json()["error"]["code"] == "session_state"
+
+
+async def test_a_deadline_gate_warns_and_counts_what_it_dropped(app_server):
+    """The README's `max_wait_s` under a slow retriever: the deadline passes with no context, the
+    first chunk opens the gate (never an answer from nothing), and the client is told."""
+    async with httpx.AsyncClient(base_url=app_server, timeout=60) as http:
+        sid = (await http.post("/v1/sessions", json={"question": "q", "gate": {"max_wait_s": 0.05}})).json()["id"]
+        await asyncio.sleep(0.2)  # past the deadline, no context yet
+        assert not (await http.get(f"/v1/sessions/{sid}")).json()["gate_open"]
+        first = await http.post(f"/v1/sessions/{sid}/context", json={"op": "append", "chunks": [{"text": "first"}]})
+        assert first.json()["accepted"] == 1 and first.json()["gate_open"]
+        late = await http.post(f"/v1/sessions/{sid}/context", json={"op": "append", "chunks": [{"text": "late"}]})
+        assert late.json()["dropped"] == 1
+        await http.post(f"/v1/sessions/{sid}/context", json={"op": "done"})
+        events = await read_events(http, f"/v1/sessions/{sid}/generate",
+                                   {"max_tokens": 2, "stream": True, "stream_options": {"include_usage": True}})
+        gate = next(d for n, d in events if n == "gate")["streamrag"]["gate"]
+        assert gate["reason"] == "deadline" and "1 chunks" in gate["warning"]
+        usage = next(d for n, d in events if n == "message" and d != "[DONE]" and d.get("usage"))["usage"]
+        assert usage["streamrag"]["warning"] == "1 chunks arrived after the gate opened and were not used"

@@ -69,18 +69,33 @@ async def test_deadline_opens_gate_and_later_chunks_are_dropped(engine):
     assert stats.chunks == 1
 
 
-async def test_deadline_then_append_is_dropped_not_an_error(engine):
+async def test_a_deadline_with_no_context_waits_for_the_first_chunk(engine):
+    """A slow retriever never leaves the answer with nothing by accident: the deadline passes,
+    the gate stays closed until a chunk arrives, and that chunk is in the prompt."""
     session = await engine.open_session(question="q", gate=Gate(max_wait_s=0.05))
-    await asyncio.sleep(0.2)
-    receipt = await session.append([text_chunk("too late")])
-    assert receipt.dropped == 1 and session.stats.chunks_dropped_late == 1
+    await asyncio.sleep(0.2)  # well past the deadline
+    assert not session.gate_is_open
+    first = await session.append([text_chunk("first to arrive")])
+    assert first.accepted == 1 and session.gate_is_open and session.stats.gate_reason == "deadline"
+    late = await session.append([text_chunk("too late")])
+    assert late.dropped == 1 and session.stats.chunks_dropped_late == 1
     await session.finish_context()  # allowed: retrieval may end after the deadline
+    await _answer(session)
+    prompt = engine.template.decode(session.prompt_token_ids)
+    assert "first to arrive" in prompt and "too late" not in prompt
+
+
+async def test_min_chunks_zero_lets_the_deadline_open_on_nothing(engine):
+    session = await engine.open_session(question="q", gate=Gate(min_chunks=0, max_wait_s=0.05))
+    assert await session.wait_gate() == "deadline"
+    assert session.stats.chunks == 0
+    await session.update([])  # not a criterion: nothing more happens
     await _answer(session)
 
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"min_chunks": 0}, "gate.min_chunks"), ({"max_wait_s": -1}, "gate.max_wait_s"),
+    [({"min_chunks": -1}, "gate.min_chunks"), ({"max_wait_s": -1}, "gate.max_wait_s"),
      ({"stable_updates": 0}, "gate.stable_updates")],
 )
 def test_bad_gate_names_the_field(kwargs, field):

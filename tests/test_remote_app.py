@@ -64,7 +64,7 @@ async def test_chat_with_retrieval_streams_context_gate_and_tokens(remote_app):
         events = await read_events(http, "/v1/chat/completions", {
             "messages": [{"role": "user", "content": "When does the finally clause of a try statement run?"}],
             "stream": True, "max_tokens": 5, "temperature": 0, "stream_options": {"include_usage": True},
-            "retrieval": {"collection": "python-docs", "top_k": 3, "mode": "update"},
+            "retrieval": {"collection": "python-docs", "top_k": 3, "mode": "update", "events": True},
         })
     names = [n for n, _ in events]
     assert "context" in names and names.index("context") < names.index("gate")

@@ -50,7 +50,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         await context.aclose()
         raise from_engine_error(error, "messages") from error
     events = session_run(session, sampling, t_request, context=context, op=spec.mode)
-    return await respond(request, events, "chat", body.stream, body.include_usage)
+    return await respond(request, events, "chat", body.stream, body.include_usage, extension_events=spec.events)
 
 
 @router.post("/v1/completions", response_model=TextCompletion,

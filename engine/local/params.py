@@ -17,4 +17,6 @@ def answer_params(sampling: Sampling, extra_args: dict | None = None) -> Samplin
     """vLLM's parameters for an answer. Text is decoded here (IncrementalDetokenizer), not by vLLM."""
     return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
                           seed=sampling.seed, ignore_eos=sampling.ignore_eos, detokenize=False,
+                          frequency_penalty=sampling.frequency_penalty, presence_penalty=sampling.presence_penalty,
+                          repetition_penalty=sampling.repetition_penalty,
                           output_kind=RequestOutputKind.DELTA, extra_args=extra_args)

@@ -47,6 +47,7 @@ class StreamRAGChatModel(BaseChatModel):
         temperature: sampling temperature (0 is greedy).
         max_tokens: maximum tokens to generate.
         top_p, seed: sampling controls.
+        frequency_penalty, presence_penalty, repetition_penalty: what keeps an answer from looping.
         stop: default stop sequences.
 
     Key init args — client params:
@@ -86,6 +87,9 @@ class StreamRAGChatModel(BaseChatModel):
     max_tokens: int | None = 256
     top_p: float | None = None
     seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     timeout: float | None = None
     max_retries: int = 2
@@ -166,8 +170,11 @@ class StreamRAGChatModel(BaseChatModel):
 
     def _sampling(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                  "seed": self.seed, "stop": stop if stop is not None else self.stop}
-        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed") if k in kwargs})
+                  "seed": self.seed, "stop": stop if stop is not None else self.stop,
+                  "frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty,
+                  "repetition_penalty": self.repetition_penalty}
+        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "repetition_penalty")
+                       if k in kwargs})
         return params
 
     def _metadata(self, delta: ChatDelta) -> dict[str, Any]:

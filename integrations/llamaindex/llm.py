@@ -166,7 +166,8 @@ class StreamRAGLLM(LLM):
 
     def _sampling(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
-        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed", "stop") if k in kwargs})
+        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty", "repetition_penalty")
+                       if k in kwargs})
         return params
 
 
