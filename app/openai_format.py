@@ -62,7 +62,8 @@ class Formatter:
             return []
         if isinstance(event, ContextInfo):
             body = {"op": event.op, "chunk_ids": list(event.chunk_ids), "scores": list(event.scores),
-                    "prompt_tokens": event.prompt_tokens, "dropped": event.dropped, "error": event.error}
+                    "prompt_tokens": event.prompt_tokens, "dropped": event.dropped, "error": event.error,
+                    "chunks": _chunks(event)}
             return [ServerSentEvent(json.dumps(self._envelope([], streamrag={"context": body})), event="context")]
         if isinstance(event, GateInfo):
             body = {"reason": event.reason, "elapsed_ms": event.elapsed_ms, "warning": event.warning}
@@ -89,7 +90,8 @@ class Formatter:
                 text.append(event.delta.text)
                 ids.extend(event.delta.token_ids)
             elif isinstance(event, ContextInfo):
-                context.append({"op": event.op, "chunk_ids": list(event.chunk_ids)})
+                context.append({"op": event.op, "chunk_ids": list(event.chunk_ids), "chunks": _chunks(event),
+                                "dropped": event.dropped})
             elif isinstance(event, GateInfo):
                 gate = {"reason": event.reason, "elapsed_ms": event.elapsed_ms, "warning": event.warning}
             elif isinstance(event, Finish):
@@ -106,3 +108,9 @@ class Formatter:
         if context or gate:
             body["streamrag"] = {"context": context, "gate": gate}
         return body
+
+
+def _chunks(event: ContextInfo) -> list[dict]:
+    """Each chunk of a context event as a client shows it: id, source, score and text."""
+    return [{"id": i, "source": src, "score": score, "text": text}
+            for i, src, score, text in zip(event.chunk_ids, event.sources, event.scores, event.texts)]

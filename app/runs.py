@@ -34,6 +34,8 @@ class ContextInfo:
     prompt_tokens: int = 0
     dropped: int = 0
     error: str | None = None
+    texts: tuple[str, ...] = ()  # what the client shows (and what an evaluation checks)
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ async def session_run(
                 receipt = await push(chunks)
                 queue.put_nowait(ContextInfo(
                     event.op, tuple(c.id for c in chunks), tuple(c.score for c in chunks),
-                    receipt.prompt_tokens, receipt.dropped,
+                    receipt.prompt_tokens, receipt.dropped, texts=tuple(c.text for c in chunks),
+                    sources=tuple(c.source for c in chunks),
                 ))
             elif isinstance(event, Error):
                 queue.put_nowait(ContextInfo("error", error=f"{event.source}: {event.exception!r}"))

@@ -100,6 +100,9 @@ async def test_context_events_come_before_gate_before_tokens(app_server, mode):
     assert contexts and contexts[0] < gate < first_token
     context = events[contexts[0]][1]["streamrag"]["context"]
     assert context["op"] == mode and context["chunk_ids"] and context["prompt_tokens"] > 0
+    # Each chunk as a client shows it: the id it had, where it came from, its text.
+    assert [c["id"] for c in context["chunks"]] == context["chunk_ids"]
+    assert all(c["text"] and c["source"] for c in context["chunks"])
     assert events[-1] == ("message", "[DONE]")
     usage = events[-2][1]["usage"]["streamrag"]
     assert usage["gate_reason"] == "done" and usage["chunks"] >= 1
