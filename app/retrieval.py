@@ -14,6 +14,7 @@ from retrievers import (
     FusionRetriever,
     QdrantStore,
     data_dir,
+    distinct,
     ingest_documents,
     qdrant_path,
     stream_sources,
@@ -48,19 +49,21 @@ class Retrieval:
 
     async def stream(self, spec: RetrievalSpec, question: str) -> ContextStream:
         """Update mode: fused ranking of the question and its variants, re-emitted as each
-        search returns. Append mode: each query's hits appended as its search returns."""
+        search returns. Append mode: each query's hits appended as its search returns. Either
+        way without repeated text: twice the candidates are fetched, `distinct` keeps `top_k`."""
         await self.check_collection(spec.collection, "retrieval.collection")
+        candidates = 2 * spec.top_k
         if spec.mode == "update":
-            retriever = FusionRetriever(self.store, self.embedder, spec.collection, k=spec.top_k)
-            return retriever.stream(question, spec.queries)
+            retriever = FusionRetriever(self.store, self.embedder, spec.collection, k=candidates)
+            return distinct(retriever.stream(question, spec.queries), spec.top_k)
         queries = list(dict.fromkeys([question, *spec.queries]))
         vectors = await self.embedder.aembed(queries)
 
         def search(vector):
-            return lambda: self.store.search(spec.collection, vector, spec.top_k)
+            return lambda: self.store.search(spec.collection, vector, candidates)
 
         jobs = {f"{spec.collection}: {q}": search(v) for q, v in zip(queries, vectors)}
-        return stream_sources(jobs, mode="append")
+        return distinct(stream_sources(jobs, mode="append"), spec.top_k)
 
     async def add_documents(self, collection: str, documents: list[Document]) -> dict:
         if not documents:
