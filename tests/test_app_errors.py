@@ -66,7 +66,7 @@ async def test_prompt_over_the_limit(http, engine):
     await http.delete(f"/v1/sessions/{sid}")
 
 
-@pytest.mark.parametrize("gate, param", [({"min_chunks": 0}, "gate.min_chunks"),
+@pytest.mark.parametrize("gate, param", [({"min_chunks": -1}, "gate.min_chunks"),
                                          ({"max_wait_s": -1}, "gate.max_wait_s"),
                                          ({"stable_updates": 0}, "gate.stable_updates"),
                                          ({"bogus": 1}, "gate.bogus")])
