@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules under app/commands/, in the order `--help` lists them.
-COMMAND_MODULES = ("models", "corpus", "ingest", "serve", "profile", "demo", "bench")
+COMMAND_MODULES = ("models", "corpus", "ingest", "serve", "chat", "profile", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
