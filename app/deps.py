@@ -61,9 +61,13 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
         raise APIError(400, f"{field}: {max_tokens} tokens do not fit: the context is {engine.max_model_len} "
                        f"tokens and the prompt takes {prompt_tokens}; ask for at most {max(room, 0)}",
                        param=field, code="context_length_exceeded")
-    return Sampling(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                    ignore_eos=body.ignore_eos, stop=body.stops, frequency_penalty=body.frequency_penalty,
-                    presence_penalty=body.presence_penalty, repetition_penalty=body.repetition_penalty)
+    # The model's own defaults (its generation_config.json) for what the request leaves out.
+    model = {k: v for k, v in getattr(request.app.state, "generation_defaults", {}).items()
+             if k not in body.model_fields_set}
+    chosen = {k: getattr(body, k) for k in ("temperature", "top_p", "frequency_penalty", "presence_penalty",
+                                            "repetition_penalty")}
+    return Sampling(max_tokens=max_tokens, seed=body.seed, ignore_eos=body.ignore_eos, stop=body.stops,
+                    **{**chosen, **model})
 
 
 def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:

@@ -24,6 +24,7 @@ from app.session_registry import SessionRegistry
 from app.settings import Settings
 from app.supervisor import EngineSupervisor
 from engine import Engine, EngineConfig
+from engine.models import generation_defaults
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             await supervisor.start()
             owned.push_async_callback(supervisor.close)
             app.state.supervisor = supervisor
+            app.state.generation_defaults = generation_defaults(getattr(supervisor.engine, "model_path", None))
             metrics.watch(lambda: supervisor.engine)
             app.state.retrieval = retrieval
             if retrieval is None and settings.retrieval:

