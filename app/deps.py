@@ -50,7 +50,8 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
     settings = request.app.state.settings
     max_tokens = body.token_limit(settings.max_tokens_default)
     field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    asked = bool({"max_tokens", "max_completion_tokens"} & body.model_fields_set)
+    asked = any(f in body.model_fields_set and getattr(body, f) is not None
+                for f in ("max_tokens", "max_completion_tokens"))
     room = engine.max_model_len - prompt_tokens
     if not asked:
         max_tokens = max(1, min(max_tokens, settings.max_tokens_limit or max_tokens, room))

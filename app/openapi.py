@@ -43,6 +43,9 @@ def _limits(schemas: dict, app: FastAPI) -> None:
         return
     vocab = len(supervisor.engine.template.tokenizer)
     room = supervisor.engine.max_model_len - (settings.max_tokens_limit or settings.max_tokens_default) - 1
+    tokens = schemas.get("DetokenizeRequest", {}).get("properties", {}).get("tokens", {})
+    if tokens.get("type") == "array":
+        tokens.setdefault("items", {}).update(minimum=0, maximum=vocab - 1)
     prompt = schemas.get("CompletionRequest", {}).get("properties", {}).get("prompt", {})
     for branch in prompt.get("anyOf", []):
         for tokens in (branch, branch.get("items", {})):  # a list of ids, or a list of one list of ids

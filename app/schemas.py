@@ -16,7 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from engine import Gate
 from retrievers import Chunk, content_id
 
-INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
+# Seeds span 64 bits (signed or not, as torch takes them). The bounds are round numbers that a
+# double holds exactly and prints exactly, so a client that handles JSON numbers as doubles
+# (most do) cannot round a seed it deems valid over the bound.
+SEED_MIN, SEED_MAX = -9_223_372_000_000_000_000, 18_446_744_000_000_000_000
 TOKEN_LIMIT = 2**31 - 1  # beyond any context; the route checks the real one
 
 
@@ -109,7 +112,7 @@ class SamplingFields(Body):
     max_completion_tokens: int | None = Field(None, ge=1, le=TOKEN_LIMIT)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = Field(None, ge=INT64_MIN, le=UINT64_MAX)
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     ignore_eos: bool = False
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
@@ -223,6 +226,10 @@ class DocumentsIn(Body):
 
 class TokenizeRequest(Body):
     """vLLM's `/tokenize`: a prompt, or chat messages rendered with the model's template."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [  # one of the two, declared
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}}]})
 
     model: Text | None = None
     prompt: Text | None = None

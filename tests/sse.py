@@ -27,3 +27,14 @@ async def read_events(client: httpx.AsyncClient, path: str, body: dict, limit: i
                 if limit is not None and len(events) >= limit:
                     break
     return events
+
+
+def ending(events: list, max_tokens: int) -> str:
+    """How a stream ended: the error code of its error event, or "complete" when it carried all
+    `max_tokens` tokens and a finish reason."""
+    if events[-2][0] == "error":
+        return events[-2][1]["error"]["code"]
+    chunks = [d for name, d in events if name == "message" and isinstance(d, dict) and d.get("choices")]
+    tokens = sum(len(c["choices"][0].get("token_ids") or ()) for c in chunks)
+    finished = any(c["choices"][0].get("finish_reason") for c in chunks)
+    return "complete" if finished and tokens == max_tokens else f"cut after {tokens} tokens"

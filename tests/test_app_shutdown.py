@@ -13,6 +13,7 @@ from httpx_sse import aconnect_sse
 
 from engine.models import build_tiny_model
 from eval.server_process import StreamRAGServerProcess
+from tests.sse import ending
 
 ARGS = ("--model", "tiny", "--no-retrieval", "--max-model-len", "2048")
 ENV = {"STREAMRAG_KV_CACHE_GIB": "0.25", "VLLM_LOGGING_LEVEL": "WARNING"}
@@ -61,10 +62,13 @@ async def test_sigterm_ends_every_stream_with_a_final_event_and_exits(tmp_path_f
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             streams, gated = await _in_flight(http)
             server.terminate()
+            ended = []
             for events in await asyncio.wait_for(asyncio.gather(*streams), 60):
-                assert events[-2][0] == "error", events[-3:]
-                assert events[-2][1]["error"]["code"] == "server_shutting_down"
-                assert events[-1] == ("message", "[DONE]")
+                # Every stream gets a final event: the drain's error, or its own end when it
+                # finished inside the drain (a loaded client may read it seconds late).
+                assert events[-1] == ("message", "[DONE]"), events[-3:]
+                ended.append(ending(events, LONG["max_tokens"]))
+                assert ended[-1] in ("server_shutting_down", "complete"), events[-3:]
             waited = await asyncio.wait_for(gated, 60)
             assert waited[0][:2] == ("status", 503) and waited[0][2]["error"]["code"] == "server_shutting_down"
         assert await asyncio.to_thread(server.wait, drain_s + 10) == 0, server.log_tail()

@@ -142,7 +142,7 @@ async def test_gate_semantics_are_the_in_process_ones(remote_engine):
     assert await s.wait_gate() == "criteria"
     await s.abort()
 
-    s = await remote_engine.open_session(question="Deadline?", gate=Gate(max_wait_s=0.2))
+    s = await remote_engine.open_session(question="Deadline?", gate=Gate(min_chunks=0, max_wait_s=0.2))
     assert await asyncio.wait_for(s.wait_gate(), 5) == "deadline"
     await s.finish_context()
     with pytest.raises(ContextClosedError):
