@@ -126,8 +126,7 @@ def test_a_client_of_a_server_never_loads_vllm():
     code = ("import sys, engine, integrations.langchain, integrations.llamaindex, integrations.http_client\n"
             "from integrations.langchain import StreamRAGChatModel\n"
             "assert 'vllm' not in sys.modules and 'torch' not in sys.modules, 'vllm or torch was imported'")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _runs_clean(code)
 
 
 def test_the_context_stream_protocol_needs_no_store():
@@ -136,6 +135,11 @@ def test_the_context_stream_protocol_needs_no_store():
     code = ("import sys\nfrom retrievers import Chunk, Append, content_id, RetrievalError\n"
             "heavy = [m for m in ('qdrant_client', 'sentence_transformers', 'llama_index', 'langchain_core')"
             " if m in sys.modules]\nassert not heavy, heavy")
+    _runs_clean(code)
+
+
+def _runs_clean(code: str) -> None:
+    """`code` in a fresh interpreter (a clean sys.modules) exits 0."""
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
