@@ -11,12 +11,14 @@ import argparse
 import importlib
 import sys
 
+DESCRIPTION = ("streamrag: RAG serving that prefills the prompt while retrieval streams in. "
+               "Start with `streamrag serve` (after `streamrag models prepare`), then `streamrag chat`.")
 # Modules under app/commands/, in the order `--help` lists them.
 COMMAND_MODULES = ("models", "corpus", "ingest", "serve", "chat", "profile", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamrag", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="streamrag", description=DESCRIPTION)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"app.commands.{name}")
