@@ -23,6 +23,19 @@ async def test_rankings_and_appends_lose_repeated_text():
     assert [c.id for c in chunks] == ["1"]
 
 
+async def test_the_same_passage_under_another_heading_is_a_repeat():
+    """As the sample corpus has it: one passage in two topics, one heading level apart and cut
+    at another offset; a passage that only shares a phrase is not a repeat."""
+    passage = ("If \"finally\" is present, it specifies a cleanup handler. The \"try\" clause is executed, "
+               "including any \"except\" and \"else\" clauses. If an exception occurs in any of the clauses "
+               "and is not handled, the exception is temporarily saved.")
+    in_try = Chunk("t", "## \"finally\" clause\n\n" + passage)
+    in_compound = Chunk("c", "### \"finally\" clause\n\n" + passage + " The \"finally\" clause is executed.")
+    other = Chunk("o", "The \"finally\" clause is executed on the way out of a with statement's block, too.")
+    out = [e async for e in distinct(_events(Update((in_try, in_compound, other))), k=3)]
+    assert out == [Update((in_try, other))]
+
+
 async def test_chat_retrieval_shows_no_text_twice(app_server):
     body = {"model": "tiny", "stream": False, "max_tokens": 1,
             "messages": [{"role": "user", "content": "What does the else clause of a for loop do?"}],
