@@ -7,7 +7,7 @@ STAMP := $(VENV)/.streamrag-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve demo test fuzz bench-micro gpu-bundle clean
+.PHONY: install browser serve demo test fuzz bench-micro gpu-bundle clean
 
 install: $(STAMP)
 
@@ -41,8 +41,16 @@ demo: install
 	$(VENV)/bin/streamrag models prepare
 	$(VENV)/bin/streamrag demo
 
-test: install
-	$(PY) -m pytest
+# Debian's Chromium, for the chat page's test (tests/test_chat_page.py); Playwright drives it and
+# downloads no browser of its own.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# STREAMRAG_BROWSER_REQUIRED: here the browser test must run; a missing Chromium fails it.
+test: install browser
+	STREAMRAG_BROWSER_REQUIRED=1 $(PY) -m pytest
 
 # The long property-based profile of the engine (tests/test_engine_fuzz.py runs a short one).
 FUZZ_MINUTES ?= 20

@@ -19,7 +19,7 @@ from app import __version__, errors
 from app.gatekeeper import Gatekeeper, InFlight
 from app.metrics import Metrics
 from app.openapi import openapi_document
-from app.routes import chat, sessions, system, tokens
+from app.routes import chat, collections, page, sessions, system, tokens
 from app.session_registry import SessionRegistry
 from app.settings import Settings
 from app.supervisor import EngineSupervisor
@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                 from app.retrieval import Retrieval
 
                 app.state.retrieval = await Retrieval.open(
-                    settings.qdrant_url, settings.data_dir, settings.embedding_model, settings.cache_dir
+                    settings.qdrant_url, settings.data_dir, settings.embedding_model, settings.cache_dir,
+                    settings.reranker_model
                 )
                 owned.push_async_callback(app.state.retrieval.close)
             reaper = asyncio.create_task(app.state.sessions.reap_forever())
@@ -88,8 +89,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.state.inflight = InFlight()
     app.state.metrics = metrics = Metrics(app)
     errors.install(app)
+    app.include_router(page.router)
     app.include_router(system.public)
     app.include_router(system.router)
+    app.include_router(collections.router)
     app.include_router(chat.router)
     app.include_router(sessions.router)
     app.include_router(tokens.router)

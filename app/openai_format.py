@@ -61,7 +61,7 @@ class Formatter:
         if isinstance(event, (ContextInfo, GateInfo)) and not self.extension_events:
             return []
         if isinstance(event, ContextInfo):
-            body = {"op": event.op, "chunk_ids": list(event.chunk_ids), "scores": list(event.scores),
+            body = {"op": event.op, "stage": event.stage or None, "chunk_ids": list(event.chunk_ids), "scores": list(event.scores),
                     "prompt_tokens": event.prompt_tokens, "dropped": event.dropped, "error": event.error,
                     "chunks": _chunks(event)}
             return [ServerSentEvent(json.dumps(self._envelope([], streamrag={"context": body})), event="context")]
@@ -90,7 +90,7 @@ class Formatter:
                 text.append(event.delta.text)
                 ids.extend(event.delta.token_ids)
             elif isinstance(event, ContextInfo):
-                context.append({"op": event.op, "chunk_ids": list(event.chunk_ids), "chunks": _chunks(event),
+                context.append({"op": event.op, "stage": event.stage or None, "chunk_ids": list(event.chunk_ids), "chunks": _chunks(event),
                                 "dropped": event.dropped})
             elif isinstance(event, GateInfo):
                 gate = {"reason": event.reason, "elapsed_ms": event.elapsed_ms, "warning": event.warning}
@@ -112,5 +112,6 @@ class Formatter:
 
 def _chunks(event: ContextInfo) -> list[dict]:
     """Each chunk of a context event as a client shows it: id, source, score and text."""
-    return [{"id": i, "source": src, "score": score, "text": text}
-            for i, src, score, text in zip(event.chunk_ids, event.sources, event.scores, event.texts)]
+    titles = event.titles or (None,) * len(event.chunk_ids)
+    return [{"id": i, "source": src, "title": title, "score": score, "text": text}
+            for i, src, title, score, text in zip(event.chunk_ids, event.sources, titles, event.scores, event.texts)]

@@ -169,6 +169,32 @@ class CollectionList(BaseModel):
     data: list[CollectionCard]
 
 
+class StoredChunk(BaseModel):
+    id: str
+    object: Literal["chunk"]
+    collection: str
+    text: str
+    source: str
+    title: str | None
+    section: str | None
+    document_id: str | None
+    chunk_index: int | None
+
+
+class DeletedCollection(BaseModel):
+    id: str
+    object: Literal["collection"]
+    deleted: bool
+
+
+class DeletedDocument(BaseModel):
+    id: str
+    object: Literal["document"]
+    collection: str
+    deleted: bool
+    chunks: int
+
+
 class IngestOut(BaseModel):
     collection: str
     documents: int

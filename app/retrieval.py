@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from app.errors import APIError, not_found
 from app.schemas import RetrievalSpec
 from retrievers import (
     ContextStream,
+    CrossEncoder,
     Document,
     Embedder,
     EmbedderConfig,
-    FusionRetriever,
     QdrantStore,
+    StagedRetriever,
     data_dir,
     distinct,
     ingest_documents,
@@ -24,21 +26,21 @@ from retrievers import (
 class Retrieval:
     """Opened in the app's lifespan; `stream()` turns a request's spec into a context stream."""
 
-    def __init__(self, store: QdrantStore, embedder: Embedder) -> None:
+    def __init__(self, store: QdrantStore, embedder: Embedder, reranker: CrossEncoder | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        self.reranker = reranker
 
     @classmethod
     async def open(cls, qdrant_url: str | None, data: str | None, embedding_model: str | None,
-                   cache: str | None) -> Retrieval:
-        import asyncio
-
+                   cache: str | None, reranker_model: str | None = None) -> Retrieval:
         config = EmbedderConfig(cache_dir=Path(cache) if cache else None)
         if embedding_model:
             config = EmbedderConfig(model=embedding_model, cache_dir=config.cache_dir)
         embedder = await asyncio.to_thread(Embedder.load, config)
+        reranker = await asyncio.to_thread(CrossEncoder.load, reranker_model) if reranker_model else None
         location = qdrant_url or qdrant_path(Path(data) if data else data_dir())
-        return cls(await QdrantStore.open(location), embedder)
+        return cls(await QdrantStore.open(location), embedder, reranker)
 
     async def close(self) -> None:
         await self.store.close()
@@ -48,14 +50,16 @@ class Retrieval:
             raise not_found("collection", name, param)
 
     async def stream(self, spec: RetrievalSpec, question: str) -> ContextStream:
-        """Update mode: fused ranking of the question and its variants, re-emitted as each
-        search returns. Append mode: each query's hits appended as its search returns. Either
-        way without repeated text: twice the candidates are fetched, `distinct` keeps `top_k`."""
+        """Update mode: staged rankings (dense as each query's search returns, then hybrid with
+        BM25, then reranked when a reranker is loaded) over a pool of 4 x `top_k` candidates.
+        Append mode: each query's hits appended as its search returns. Either way without
+        repeated text: `distinct` drops near-equal passages and keeps `top_k`."""
         await self.check_collection(spec.collection, "retrieval.collection")
-        candidates = 2 * spec.top_k
         if spec.mode == "update":
-            retriever = FusionRetriever(self.store, self.embedder, spec.collection, k=candidates)
+            retriever = StagedRetriever(self.store, self.embedder, spec.collection, pool=4 * spec.top_k,
+                                        reranker=self.reranker)
             return distinct(retriever.stream(question, spec.queries), spec.top_k)
+        candidates = 2 * spec.top_k
         queries = list(dict.fromkeys([question, *spec.queries]))
         vectors = await self.embedder.aembed(queries)
 

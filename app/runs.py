@@ -36,6 +36,8 @@ class ContextInfo:
     error: str | None = None
     texts: tuple[str, ...] = ()  # what the client shows (and what an evaluation checks)
     sources: tuple[str, ...] = ()
+    titles: tuple[str | None, ...] = ()  # the document's title and section, for people
+    stage: str = ""  # which stage of a staged retriever ranked these ("dense", "hybrid", "rerank")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class Finish:
 RunEvent = ContextInfo | GateInfo | TokenInfo | Finish
 
 
+def _title(chunk) -> str | None:
+    title, section = chunk.metadata.get("title"), chunk.metadata.get("section")
+    if title and section and section != title:
+        return f"{title} > {section}"
+    return title or section
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
@@ -83,7 +92,8 @@ async def session_run(
                 queue.put_nowait(ContextInfo(
                     event.op, tuple(c.id for c in chunks), tuple(c.score for c in chunks),
                     receipt.prompt_tokens, receipt.dropped, texts=tuple(c.text for c in chunks),
-                    sources=tuple(c.source for c in chunks),
+                    sources=tuple(c.source for c in chunks), titles=tuple(_title(c) for c in chunks),
+                    stage=getattr(event, "stage", ""),
                 ))
             elif isinstance(event, Error):
                 queue.put_nowait(ContextInfo("error", error=f"{event.source}: {event.exception!r}"))

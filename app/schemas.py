@@ -185,9 +185,16 @@ class CompletionRequest(SamplingFields):
         return prompt
 
 
+class HistoryTurn(Body):
+    role: Literal["user", "assistant", "tool"]
+    content: Text
+
+
 class SessionCreate(Body):
     question: Text = Field(min_length=1)
     system: Text | None = None
+    history: list[HistoryTurn] = Field(default_factory=list, max_length=256,
+                                       description="the chat's earlier turns, oldest first, before the question")
     gate: GateSpec | None = None
     model: Text | None = None
     update_mode: Literal["lcp", "reopen"] | None = None

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
                                               "sessions only)")
     embedding_model: str | None = Field(None, description="a sentence-transformers folder (unset: the packaged "
                                                           "all-MiniLM-L6-v2)")
+    reranker_model: str | None = Field(None, description="a cross-encoder folder (Hugging Face sequence "
+                                                         "classification): retrieval's last stage reranks with it "
+                                                         "(unset: dense and hybrid stages only)")
     max_model_len: int | None = Field(None, ge=64, description="context length of the in-process engine "
                                                                 "(unset: the model's own)")
     block_size: int = Field(128, ge=1, description="KV block size in tokens (CPU: a multiple of 32)")

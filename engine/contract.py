@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from engine.gate import Gate
+from engine.prompt import Turn
 from engine.types import (
     ChunkLike,
     Completion,
@@ -104,7 +105,9 @@ class Engine(Protocol):
         ...
 
     async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
-                           update_mode: str | None = None) -> Session: ...
+                           update_mode: str | None = None, history: Sequence[Turn] = ()) -> Session:
+        """A session answering `question`; `history` holds the chat's earlier (role, text) turns."""
+        ...
 
     def complete_stream(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                         sampling: Sampling | None = None) -> AsyncIterator[Delta]:

@@ -3,7 +3,7 @@
 Only tokens rendered identically from the first one on can be reused, so the prompt is laid
 out stable-first and tokenized piece by piece:
 
-    [ prefix: chat template up to the context (system, question, "Context:") ]
+    [ prefix: chat template up to the context (system, earlier turns, question, "Context:") ]
     [ chunk 1 ][ chunk 2 ] ... [ chunk n ]          <- appended / re-ranked as they come
     [ closing: instruction, end of user turn, assistant turn ]   <- only at the gate
 
@@ -14,13 +14,26 @@ re-tokenizes chunks 1..n: the prompt's token ids are the concatenation of the pi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+Turn = tuple[str, str]  # (role, text) of an earlier chat turn: "user", "assistant" or "tool"
+HISTORY_ROLES = frozenset({"user", "assistant", "tool"})
 _SENTINEL = "<<<streamrag-context>>>"
 DEFAULT_SYSTEM = (
     "You answer questions using the numbered context passages you are given. "
     "If they do not contain the answer, say so."
 )
+
+
+def check_history(history: Sequence[Turn]) -> tuple[Turn, ...]:
+    """`history` as a tuple of (role, text), or a ValueError naming what is wrong."""
+    turns = tuple(history)
+    for i, turn in enumerate(turns):
+        if not (isinstance(turn, tuple) and len(turn) == 2 and turn[0] in HISTORY_ROLES and isinstance(turn[1], str)):
+            raise ValueError(f"history[{i}]: expected a (role, text) pair with role one of {sorted(HISTORY_ROLES)}, "
+                             f"got {turn!r}")
+    return turns
 
 
 @dataclass(frozen=True)
@@ -44,10 +57,12 @@ class PromptTemplate:
     def tokenizer(self):
         return self._tokenizer
 
-    def render(self, question: str, system: str | None = None) -> RenderedPrompt:
+    def render(self, question: str, system: str | None = None, history: Sequence[Turn] = ()) -> RenderedPrompt:
+        """`history`: the conversation's earlier turns, oldest first, placed before the question."""
         user = f"{question.strip()}\n\nContext:\n{_SENTINEL}\nAnswer the question above using the context."
         messages = [
             {"role": "system", "content": system if system is not None else DEFAULT_SYSTEM},
+            *({"role": role, "content": text} for role, text in history),
             {"role": "user", "content": user},
         ]
         text = self._tokenizer.apply_chat_template(

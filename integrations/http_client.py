@@ -37,6 +37,7 @@ from httpx_sse import aconnect_sse
 from engine import Delta, Gate, Health, Sampling
 from engine.errors import SessionStateError
 from engine.one_shot import collect
+from engine.prompt import Turn
 from engine.types import Completion
 from integrations.client_session import ClientSession, delta_of, sampling_body
 from integrations.server_errors import ServerError
@@ -123,8 +124,9 @@ class StreamRAGClient:
 
     # -- sessions -------------------------------------------------------------------------
     async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
-                           update_mode: str | None = None) -> ClientSession:
-        body: dict[str, Any] = {"question": question, "system": system, "update_mode": update_mode}
+                           update_mode: str | None = None, history: Sequence[Turn] = ()) -> ClientSession:
+        body: dict[str, Any] = {"question": question, "system": system, "update_mode": update_mode,
+                                "history": [{"role": role, "content": text} for role, text in history]}
         if gate is not None:
             body["gate"] = gate.to_dict()
         created = await self.request("POST", "/v1/sessions", json=body)

@@ -36,11 +36,17 @@ def _fresh(chunks, kept: list[frozenset], k: int) -> list:
     return out
 
 
+def has_repeats(texts) -> bool:
+    """Whether any two of `texts` are near-equal passages (what `distinct` would drop)."""
+    shingles = [_shingles(t) for t in texts]
+    return any(_near(a, b) for i, a in enumerate(shingles) for b in shingles[i + 1:])
+
+
 async def distinct(stream: ContextStream, k: int) -> ContextStream:
     appended: list[frozenset] = []  # append mode: what earlier events already delivered
     async for event in stream:
         if isinstance(event, Update):
-            yield Update(tuple(_fresh(event.chunks, [], k)))
+            yield Update(tuple(_fresh(event.chunks, [], k)), stage=event.stage)
         elif isinstance(event, Append):
             if fresh := _fresh(event.chunks, appended, k):
                 yield Append(tuple(fresh))

@@ -59,10 +59,14 @@ class Append:
 
 @dataclass(frozen=True)
 class Update:
-    """The whole current ranking, best first; it replaces every chunk delivered so far."""
+    """The whole current ranking, best first; it replaces every chunk delivered so far.
+
+    `stage` names the step of a staged retriever that produced it ("dense", "hybrid", "rerank");
+    empty when the retriever has one kind of ranking."""
 
     chunks: tuple[Chunk, ...]
     op: Literal["update"] = "update"
+    stage: str = ""
 
 
 @dataclass(frozen=True)

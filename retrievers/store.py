@@ -124,6 +124,21 @@ class QdrantStore:
             selector = models.PointIdsList(points=list(ids))
             await self._call(self._client.delete, name, selector, wait=True)
 
+    async def get(self, name: str, point_id: str) -> Chunk | None:
+        """The chunk stored under `point_id` in collection `name`, or None (no such id or collection)."""
+        return await self._call(self._get, name, point_id)
+
+    async def drop_collection(self, name: str) -> bool:
+        """Delete collection `name` and its chunks; False when there was none."""
+        self._check_name(name)
+        return await self._call(self._drop, name)
+
+    async def delete_document(self, name: str, doc_id: str) -> int:
+        """Delete every chunk of document `doc_id` from collection `name`; how many there were."""
+        ids = list(await self.payloads(name, DOC_ID, [doc_id], []))
+        await self.delete(name, ids)
+        return len(ids)
+
     async def search(self, name: str, vector: Sequence[float], limit: int) -> list[Chunk]:
         """The `limit` nearest chunks to `vector`, best first, scored by similarity."""
         return await self._call(self._search, name, list(vector), limit)
@@ -173,6 +188,18 @@ class QdrantStore:
             raise
         return [_chunk(point, name) for point in response.points]
 
+    def _get(self, name: str, point_id: str) -> Chunk | None:
+        if not self._client.collection_exists(name):
+            return None
+        try:
+            records = self._client.retrieve(name, [point_id], with_payload=True)
+        except ValueError:  # not a UUID or an unsigned integer: no point can have it
+            return None
+        return _chunk(records[0], name) if records else None
+
+    def _drop(self, name: str) -> bool:
+        return self._client.collection_exists(name) and self._client.delete_collection(name)
+
     def _payloads(
         self, name: str, field: str, values: list[str], keys: list[str]
     ) -> dict[str, dict[str, Any]]:
@@ -199,9 +226,10 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def _chunk(point: models.ScoredPoint, collection: str) -> Chunk:
+def _chunk(point: models.ScoredPoint | models.Record, collection: str) -> Chunk:
     payload = dict(point.payload or {})
     text = str(payload.pop(TEXT, ""))
     source = str(payload.pop(SOURCE, ""))
     payload["collection"] = collection
-    return Chunk(str(point.id), text, float(point.score), source, payload)
+    score = getattr(point, "score", None)  # a search scores; a lookup by id does not
+    return Chunk(str(point.id), text, None if score is None else float(score), source, payload)

@@ -207,3 +207,24 @@ def test_generation_defaults_are_read_from_the_model_folder(tmp_path):
         '{"temperature": 0.2, "top_p": 0.9, "do_sample": true, "max_new_tokens": 5, "repetition_penalty": true}')
     assert generation_defaults(tmp_path) == {"temperature": 0.2, "top_p": 0.9}
     assert generation_defaults(tmp_path / "missing") == {} and generation_defaults(None) == {}
+
+
+async def test_retrieval_keeps_the_earlier_turns(app_server, engine):
+    """With retrieval, the chat's earlier turns stay in the prompt, before the question; the
+    prompt is exactly the template's, with the context the last ranking showed."""
+    history = [{"role": "user", "content": "What is a for loop?"},
+               {"role": "assistant", "content": "It runs its suite once per item."}]
+    question = "And what does its else clause do?"
+    body = {"model": MODEL, "stream": True, "temperature": 0, "max_tokens": 4,
+            "messages": [{"role": "system", "content": "Be brief."}, *history, {"role": "user", "content": question}],
+            "retrieval": {"collection": "python-docs", "top_k": 2, "events": True},
+            "stream_options": {"include_usage": True}}
+    async with httpx.AsyncClient(base_url=app_server, timeout=60) as http:
+        events = await read_events(http, "/v1/chat/completions", body)
+    shown = [d["streamrag"]["context"] for n, d in events if n == "context"][-1]["chunks"]
+    usage = events[-2][1]["usage"]
+    rendered = engine.template.render(question, "Be brief.", [(m["role"], m["content"]) for m in history])
+    chunks = sum(len(engine.template.chunk_ids(c["text"], i)) for i, c in enumerate(shown, start=1))
+    assert usage["prompt_tokens"] == len(rendered.prefix_ids) + chunks + len(rendered.closing_ids)
+    without = engine.template.render(question, "Be brief.")
+    assert len(rendered.prefix_ids) > len(without.prefix_ids)

@@ -136,6 +136,28 @@ async def test_generate_once_and_abort_twice(backend):
         await aborted.append(_chunks(8, 1))
 
 
+async def test_earlier_turns_come_before_the_question(backend, engine):
+    """A multi-turn chat: the history sits in the prompt before the question, and the answer is
+    the one-shot answer of that prompt."""
+    history = [("user", "What is a KV cache?"), ("assistant", "Keys and values of past tokens.")]
+    session = await backend.open_session(question="conformance: and a block?", system="contract 8",
+                                         history=history)
+    with_history = engine.template.render("conformance: and a block?", "contract 8", history).prefix_ids
+    without = engine.template.render("conformance: and a block?", "contract 8").prefix_ids
+    assert with_history != without
+    await session.append(_chunks(20, 2), last=True)
+    answer = await _answer(session)
+    ids = list(session.prompt_token_ids)  # the client's copy is filled in once the answer ends
+    assert ids[:len(with_history)] == list(with_history)
+    assert answer == list((await backend.complete(prompt_token_ids=ids, sampling=GREEDY)).token_ids)
+
+
+@pytest.mark.parametrize("bad", [[("narrator", "once upon a time")], [("user",)], ["user: hi"]])
+async def test_a_malformed_history_is_refused(engine, bad):
+    with pytest.raises(ValueError, match=r"history\[0\]"):
+        await engine.open_session(question="conformance: bad history", history=bad)
+
+
 async def test_a_prompt_too_long_is_refused(backend):
     session = await backend.open_session(question="conformance: long", system="contract 6")
     with pytest.raises(PromptTooLongError):

@@ -39,13 +39,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     question = body.question
     if not question:
         raise APIError(400, "messages: retrieval needs a user message to retrieve for", param="messages")
+    history = _history(body)
     systems = [m.text for m in body.messages if m.role in ("system", "developer")]
     spec = body.retrieval
     sampling = sampling_args(request, body, engine)
     context = await state.retrieval.stream(spec, question)
     try:
         session = await engine.open_session(question=question, system="\n".join(systems) if systems else None,
-                                            gate=spec.gate.to_gate() if spec.gate else None)
+                                            gate=spec.gate.to_gate() if spec.gate else None, history=history)
     except Exception as error:
         await context.aclose()
         raise from_engine_error(error, "messages") from error
@@ -71,6 +72,15 @@ async def completions(body: CompletionRequest, request: Request):
     sampling = sampling_args(request, body, engine, len(ids))
     return await respond(request, completion_run(engine, ids, sampling, t_request), "text", body.stream,
                          body.include_usage, param="prompt")
+
+
+def _history(body: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """Every turn but the question (the last user message that says something), in order. The
+    question always comes last in the prompt, with the context after it; system messages go to
+    the system prompt. Messages that follow the question (rare) are kept, as turns before it."""
+    last = max(i for i, m in enumerate(body.messages) if m.role == "user" and m.text.strip())
+    return [(m.role, m.text) for i, m in enumerate(body.messages)
+            if i != last and m.role not in ("system", "developer") and m.text.strip()]
 
 
 def _check_length(engine, ids: list[int], param: str) -> None:

@@ -22,7 +22,8 @@ SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="
 @router.post("", response_model=SessionCreated, responses=errors(400, 401, 404, 413, 429, 503))
 async def create_session(body: SessionCreate, request: Request):
     check_model(request, body.model)
-    check_size(request, [body.question, body.system or ""], "question")
+    check_size(request, [body.question, body.system or ""] + [t.content for t in body.history], "question",
+               items=len(body.history))
     engine = current_engine(request)
     registry = request.app.state.sessions
     registry.check_room()
@@ -30,6 +31,7 @@ async def create_session(body: SessionCreate, request: Request):
         session = await engine.open_session(
             question=body.question, system=body.system,
             gate=body.gate.to_gate() if body.gate else None, update_mode=body.update_mode,
+            history=[(t.role, t.content) for t in body.history],
         )
     except Exception as error:
         raise from_engine_error(error, "question") from error

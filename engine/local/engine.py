@@ -35,7 +35,7 @@ from engine.local.ledger import SchedulerLedger
 from engine.local.options import SchedulerOptions
 from engine.models import model_context_length, resolve_model
 from engine.one_shot import collect, one_shot_ids
-from engine.prompt import PromptTemplate
+from engine.prompt import PromptTemplate, Turn, check_history
 from engine.types import Completion, Delta, Health, PreemptionStats, Sampling
 
 WATCH_INTERVAL_S = 0.2  # how often the watchdog looks at vLLM's engine process
@@ -159,7 +159,7 @@ class StreamEngine:
 
     # -- sessions -------------------------------------------------------------------------
     async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
-                           update_mode: str | None = None):
+                           update_mode: str | None = None, history: Sequence[Turn] = ()):
         """Open a session; its fixed prefix (system, question, header) starts prefilling now.
 
         `update_mode` overrides `EngineConfig.update_mode` for this session ("lcp" or the
@@ -173,7 +173,7 @@ class StreamEngine:
         update_mode = update_mode or self.config.update_mode
         check_update_mode(update_mode)
         session = StreamSession(
-            llm=llm, template=self.template, rendered=self.template.render(question, system),
+            llm=llm, template=self.template, rendered=self.template.render(question, system, check_history(history)),
             session_id=f"sr-{uuid.uuid4().hex[:16]}", gate=gate or Gate(), max_model_len=self.max_model_len,
             block_size=self.config.block_size, update_mode=update_mode,
             on_close=lambda s: self._sessions.pop(s.id, None), max_piece_tokens=self.config.piece_tokens,

@@ -42,7 +42,7 @@ from engine.errors import ConfigError, SessionStateError
 from engine.gate import Gate
 from engine.models import resolve_model
 from engine.one_shot import collect, one_shot_ids
-from engine.prompt import PromptTemplate
+from engine.prompt import PromptTemplate, Turn, check_history
 from engine.remote.replicas import ReplicaSet, ReplicaStatus
 from engine.remote.router import ReplicaRouter
 from engine.remote.session import VLLMServersSession
@@ -114,7 +114,7 @@ class VLLMServersEngine:
 
     # -- sessions -------------------------------------------------------------------------
     async def open_session(self, question: str, system: str | None = None, gate: Gate | None = None,
-                           update_mode: str | None = None) -> VLLMServersSession:
+                           update_mode: str | None = None, history: Sequence[Turn] = ()) -> VLLMServersSession:
         """Open a session; its fixed prefix starts warming on its replica now."""
         self._require_started()
         if not question or not question.strip():
@@ -122,7 +122,7 @@ class VLLMServersEngine:
         if update_mode is not None:
             check_update_mode(update_mode)
         session = VLLMServersSession(
-            self._router, f"sr-{uuid.uuid4().hex[:16]}", self.template, self.template.render(question, system),
+            self._router, f"sr-{uuid.uuid4().hex[:16]}", self.template, self.template.render(question, system, check_history(history)),
             gate or Gate(), self._max_model_len, on_close=lambda s: self._sessions.pop(s.id, None),
         )
         self._sessions[session.id] = session
