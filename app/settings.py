@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     max_messages: int = Field(256, ge=1, description="most chat messages in one request")
     max_chars: int = Field(200_000, ge=100, description="most characters of text in one request (messages, "
                                                         "prompt, question, chunks)")
+    vllm_log_level: str = Field("WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$",
+                                description="vLLM's log level; its known-harmless start-up warnings are dropped "
+                                            "(app/quiet_logs.py; VLLM_LOGGING_LEVEL in the environment sets the "
+                                            "level, VLLM_LOGGING_CONFIG_PATH replaces it all)")
     drain_s: float = Field(10.0, ge=0, description="on SIGTERM, how long live streams get to end before exit")
 
     @property

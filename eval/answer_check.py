@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from eval.machine import machine_line
 from eval.retrieval_recall import holds_evidence, load_questions
 from retrievers.distinct import has_repeats
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<16} {len(group):>7} {sum(a.relevant for a in group):>9} of {sum(a.shown for a in group):<5} "
               f"{sum(a.evidence for a in group):>15} {sum(a.repeats for a in group):>17} {sum(a.loops for a in group):>18}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps([asdict(a) for a in answers], indent=2))
+    args.out.write_text(json.dumps({"machine": machine_line(), "server": args.server,
+                                    "answers": [asdict(a) for a in answers]}, indent=2))
     print(f"wrote {args.out}")
 
 

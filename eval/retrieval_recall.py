@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from eval.machine import machine_line
 from retrievers import (
     Embedder,
     FusionRetriever,
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         print(f"{r.stage:<28} {r.questions:>9} {r.recall:>9.2f} {r.with_repeats:>8}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"top_k": args.top_k, "readme_only": args.readme_only,
+    args.out.write_text(json.dumps({"machine": machine_line(), "top_k": args.top_k, "readme_only": args.readme_only,
                                     "stages": [asdict(r) for r in results]}, indent=2))
     print(f"wrote {args.out}")
 

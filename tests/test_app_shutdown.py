@@ -11,12 +11,13 @@ import httpx
 import psutil
 from httpx_sse import aconnect_sse
 
+from app.quiet_logs import HARMLESS
 from engine.models import build_tiny_model
 from eval.server_process import StreamRAGServerProcess
 from tests.sse import ending
 
 ARGS = ("--model", "tiny", "--no-retrieval", "--max-model-len", "2048")
-ENV = {"STREAMRAG_KV_CACHE_GIB": "0.25", "VLLM_LOGGING_LEVEL": "WARNING"}
+ENV = {"STREAMRAG_KV_CACHE_GIB": "0.25"}  # vLLM's logging as `serve` sets it (app/quiet_logs.py)
 LONG = {"messages": [{"role": "user", "content": "go on"}], "max_tokens": 1800, "ignore_eos": True,
         "temperature": 0, "stream": True}
 
@@ -74,6 +75,12 @@ async def test_sigterm_ends_every_stream_with_a_final_event_and_exits(tmp_path_f
         assert await asyncio.to_thread(server.wait, drain_s + 10) == 0, server.log_tail()
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, [p.cmdline() for p in alive]
+        # Start-up printed none of vLLM's known-harmless warnings, from any of its processes,
+        # and no INFO lines; the server's own lines are there.
+        log = server.log_path.read_text(errors="replace")
+        assert "Uvicorn running on" in log or "Application startup complete" in log, log[-2000:]
+        noise = [line for line in log.splitlines() if any(h in line for h in HARMLESS) or ") INFO " in line]
+        assert noise == [], noise[:5]
     finally:
         server.stop()
 

@@ -5,6 +5,7 @@
     streamrag bench --workload anns --qps 0.25 0.5 0.75 --queries 30 --out results/bench
     streamrag bench --workload anns --policy lcas
     streamrag bench --workload crawler --trace my-trace.jsonl --server http://127.0.0.1:8000
+    streamrag bench --quality --quick          # the gate's latency-quality trade-off (eval/quality.py)
 
 In-process, the baselines ("one-shot", "vllm-stream") run on an engine with vLLM's own
 scheduling order (policy "vllm": vLLM's own streaming sessions), and "streamrag" on a second
@@ -39,7 +40,16 @@ DEFAULT_POLICY = "fcfs"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="replay crawler/ANNS-shaped traces against baselines, with plots",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", required=True, choices=("crawler", "anns"))
+    p.add_argument("--workload", choices=("crawler", "anns"), help="the trace to replay (or --quality)")
+    p.add_argument("--quality", action="store_true",
+                   help="instead of a replay: every question of the question set through the chat endpoint under "
+                        "each gate setting and retrieval mode; TTFT against answer quality, Pareto front and knee")
+    p.add_argument("--settings", nargs="+", metavar="NAME", help="--quality: gate settings to compare (default: all; "
+                   "--quick: done, min_chunks=1, stable_updates=1, max_wait_s=0.02)")
+    p.add_argument("--modes", nargs="+", choices=("update", "append"), help="--quality: retrieval modes (both)")
+    p.add_argument("--questions", type=int, metavar="N", help="--quality: the first N questions (--quick: 5)")
+    p.add_argument("--collection", default="python-docs", help="--quality: the collection asked (python-docs)")
+    p.add_argument("--data-dir", help="--quality without --server: the data folder the server uses")
     p.add_argument("--load", type=float, nargs="+", metavar="F",
                    help="load levels as fractions of the measured one-shot capacity, one pass per system each "
                         f"(default {' '.join(map(str, DEFAULT_LOAD))}; --quick: {QUICK_LOAD[0]})")
@@ -55,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the trace and the arrivals")
     p.add_argument("--systems", nargs="+", choices=("one-shot", "vllm-stream", "streamrag"),
                    help="a subset of the systems (default: all three)")
-    p.add_argument("--max-tokens", type=int, default=1, help="tokens to generate (1: a TTFT study)")
+    p.add_argument("--max-tokens", type=int, help="tokens to generate (default 1 for a replay: a TTFT study; "
+                                                   "48 for --quality)")
     p.add_argument("--size-factor", type=float, help="divide the paper's token counts by this")
     p.add_argument("--time-factor", type=float, help="multiply the paper's gaps and durations by this")
     p.add_argument("--policy", choices=("vllm", "fcfs", "lcas", "mcps"), metavar="{vllm,fcfs,lcas,mcps}",
@@ -92,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.quality:
+        from eval.quality_bench import quality_bench
+
+        if args.out == Path("results/bench"):
+            args.out = Path("results/quality")
+        return asyncio.run(quality_bench(args))
+    if args.workload is None:
+        print("streamrag bench: error: give --workload crawler|anns (a replay) or --quality", file=sys.stderr)
+        return 2
     return asyncio.run(_bench(args))
 
 
@@ -163,7 +183,7 @@ async def _bench(args: argparse.Namespace) -> int:
                     await engine.start()
             engines = {s: started[c] for s, c in configs.items()}
         result = await replay(engines, trace, args.qps, systems, load=load,
-                              max_tokens=args.max_tokens, seed=args.seed, progress=not args.no_progress,
+                              max_tokens=args.max_tokens or 1, seed=args.seed, progress=not args.no_progress,
                               quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
                               attempts=args.attempts)
     report = build_report(result)

@@ -31,10 +31,17 @@ def settings_of(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.quiet_logs import configure
+    from retrievers.paths import cache_dir
+
+    settings = settings_of(args)
+    configure(settings.vllm_log_level, Path(settings.cache_dir) if settings.cache_dir else cache_dir())  # before vLLM
+
     from app.drain import DrainingServer
     from app.main import create_app
 
-    settings = settings_of(args)
     app = create_app(settings)
     server = DrainingServer(app, host=settings.host, port=settings.port, drain_s=settings.drain_s)
     server.run()

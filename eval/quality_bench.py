@@ -1,0 +1,78 @@
+"""`streamrag bench --quality`: the quality bench from the command line, against a server.
+
+Without `--server` it prepares what `make serve` prepares when missing (the sample corpus in the
+embedded Qdrant of the data folder) and starts `streamrag serve` on a free port for the run, so
+the answers take exactly the path a user's request takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eval.machine import machine_line
+from eval.quality import MODES, QUICK_SETTINGS, SETTINGS, load_questions, run_quality
+from eval.quality_report import build_report, format_table, write_report
+
+QUICK_QUESTIONS = 5
+MAX_TOKENS = 48
+
+
+async def ensure_collection(data: Path, collection: str) -> None:
+    """The sample corpus ingested into `collection` of the embedded store under `data`, once."""
+    from retrievers import PYTHON_DOCS, Embedder, QdrantStore, corpus_path, ingest, qdrant_path, write_python_docs
+
+    store = await QdrantStore.open(qdrant_path(data))
+    try:
+        if collection in await store.collection_names():
+            return
+        print(f"bench --quality: ingesting the sample corpus into {collection!r} (once) ...", file=sys.stderr)
+        folder = corpus_path(data, PYTHON_DOCS)
+        write_python_docs(folder)
+        await ingest([folder], collection=collection, store=store, embedder=Embedder.load(), progress=True)
+    finally:
+        await store.close()  # the server opens the same folder next
+
+
+async def quality_bench(args: argparse.Namespace) -> int:
+    from eval.server_process import StreamRAGServerProcess
+    from retrievers import data_dir
+
+    settings = tuple(args.settings or (QUICK_SETTINGS if args.quick else SETTINGS))
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        print(f"streamrag bench: error: --settings: unknown {unknown}; choose from {list(SETTINGS)}", file=sys.stderr)
+        return 2
+    limit = args.questions or (QUICK_QUESTIONS if args.quick else None)
+    questions = load_questions(limit)
+    modes = tuple(args.modes or MODES)
+    out = args.out
+    server = None
+    url = args.server
+    if url is None:
+        data = Path(args.data_dir) if args.data_dir else data_dir()
+        await ensure_collection(data, args.collection)
+        server = StreamRAGServerProcess(out / "quality-server.log", ("--model", args.model, "--data-dir", str(data)))
+        print(f"bench --quality: starting streamrag serve --model {args.model} ...", file=sys.stderr)
+        server.start()
+    try:
+        if server is not None:
+            await server.wait_ready()
+            url = server.url
+        records = await run_quality(url, questions, settings, modes, args.collection, args.max_tokens or MAX_TOKENS,
+                                    model=None, api_key=args.api_key, progress=not args.no_progress)
+    finally:
+        if server is not None:
+            server.stop()
+    meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine_line(),
+            "model": args.model if server is not None else f"the server's ({url})", "questions": len(questions),
+            "modes": list(modes), "settings": list(settings), "max_tokens": args.max_tokens or MAX_TOKENS,
+            "sampling": "greedy (temperature 0, seed 0)", "collection": args.collection}
+    report = build_report(records, meta)
+    print(format_table(report))
+    if report["knee"]:
+        print(f"\nknee of the front: {report['knee']['mode']} mode, {report['knee']['setting']}")
+    json_path, png = write_report(report, out)
+    print(f"wrote {json_path}, {png}")
+    return 0 if all(r.finished for r in records) else 1

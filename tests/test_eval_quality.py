@@ -1,0 +1,67 @@
+"""The quality bench (`streamrag bench --quality`) on the tiny model over three questions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from app.cli import main as cli_main
+from eval.quality import QUICK_SETTINGS, evidence_in, load_questions, run_quality
+from eval.quality_report import build_report, format_table, pareto
+
+
+async def test_every_question_finishes_under_every_setting(app_server, tmp_path):
+    questions = load_questions(3)
+    records = await run_quality(app_server, questions, QUICK_SETTINGS, ("update", "append"), "python-docs",
+                                max_tokens=6, progress=False)
+    assert len(records) == 3 * len(QUICK_SETTINGS) * 2
+    assert all(r.finished and r.error is None for r in records), [r for r in records if not r.finished]
+    assert {(r.question, r.mode, r.setting) for r in records} == {
+        (q["id"], m, s) for q in questions for m in ("update", "append") for s in QUICK_SETTINGS}
+    for r in records:
+        assert r.context_events >= 1 and r.ttft_ms is not None and r.ttft_ms > 0
+        assert r.gate_reason in ("done", "criteria", "deadline")
+        assert r.evidence_at_gate is not None  # the README questions are all answerable
+        if r.setting == "done":
+            assert r.gate_reason == "done"
+            if r.mode == "update":
+                assert r.rouge_full in (None, 1.0)  # the whole-context answer every setting is compared to
+    report = build_report(records, {"model": "tiny", "questions": 3})
+    rows = report["settings"]
+    assert [(r["mode"], r["setting"]) for r in rows] == [(m, s) for m in ("update", "append") for s in QUICK_SETTINGS]
+    assert all(r["finished"] == r["answers"] == 3 for r in rows)
+    assert sum(r["knee"] for r in rows) == 1 and report["knee"] is not None
+    assert all(r["on_front"] for r in rows if r["knee"])
+    assert "knee" in format_table(report)
+
+
+def test_the_front_and_its_knee():
+    rows = [{"mode": "u", "setting": s, "ttft_p50_ms": t, "rouge_full": q}
+            for s, t, q in (("fast", 100, 0.5), ("knee", 120, 0.95), ("slow", 400, 1.0), ("worse", 300, 0.6))]
+    front, knee = pareto(rows)
+    assert [r["setting"] for r in front] == ["fast", "knee", "slow"] and knee["setting"] == "knee"
+    assert pareto([]) == ([], None)
+
+
+def test_evidence_is_matched_across_line_breaks():
+    assert evidence_in(("the finally\n   clause runs",), ["finally clause runs"]) is True
+    assert evidence_in(("nothing here",), ["finally clause"]) is False
+    assert evidence_in(("anything",), []) is None
+
+
+async def test_the_command_writes_table_json_and_plot(app_server, tmp_path, capsys):
+    argv = ["bench", "--quality", "--server", app_server, "--questions", "2", "--settings", "done", "min_chunks=1",
+            "--modes", "update", "--max-tokens", "4", "--out", str(tmp_path), "--no-progress"]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert report["meta"]["machine"]["logical_cpus"] >= 1 and report["meta"]["questions"] == 2
+    assert len(report["records"]) == 4 and (tmp_path / "quality.png").stat().st_size > 0
+    assert "min_chunks=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["bench"], ["bench", "--quality", "--settings", "nope", "--server", "http://x"]])
+def test_bad_invocations_say_what_to_give(argv, capsys):
+    assert cli_main(argv) == 2
+    assert "error" in capsys.readouterr().err
