@@ -68,7 +68,7 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
     chosen = {k: getattr(body, k) for k in ("temperature", "top_p", "frequency_penalty", "presence_penalty",
                                             "repetition_penalty")}
     return Sampling(max_tokens=max_tokens, seed=body.seed, ignore_eos=body.ignore_eos, stop=body.stops,
-                    **{**chosen, **model})
+                    logprobs=body.logprob_count, **{**chosen, **model})
 
 
 def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:

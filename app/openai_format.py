@@ -19,6 +19,7 @@ from typing import Literal
 
 from sse_starlette import ServerSentEvent
 
+from app.logprobs_format import LogprobsFormat
 from app.runs import ContextInfo, Finish, GateInfo, RunEvent, TokenInfo
 
 Kind = Literal["chat", "text"]
@@ -27,8 +28,10 @@ Kind = Literal["chat", "text"]
 class Formatter:
     """Formats one response's events; holds its id, creation time and model name."""
 
-    def __init__(self, kind: Kind, model: str, extension_events: bool = True) -> None:
+    def __init__(self, kind: Kind, model: str, extension_events: bool = True,
+                 logprobs: LogprobsFormat | None = None) -> None:
         self.kind = kind
+        self.logprobs = logprobs or LogprobsFormat(kind, str)
         self.extension_events = extension_events
         self.model = model
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
@@ -40,15 +43,16 @@ class Formatter:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "choices": choices, **extra}
 
-    def _choice(self, text: str, token_ids, finish_reason) -> dict:
+    def _choice(self, text: str, token_ids, finish_reason, logprobs=()) -> dict:
+        rendered = self.logprobs.render(logprobs)
         if self.kind == "text":
-            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
+            return {"index": 0, "text": text, "logprobs": rendered, "finish_reason": finish_reason,
                     "token_ids": list(token_ids)}
         delta: dict = {"content": text}
         if not self._role_sent:
             delta["role"] = "assistant"
             self._role_sent = True
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason,
+        return {"index": 0, "delta": delta, "logprobs": rendered, "finish_reason": finish_reason,
                 "token_ids": list(token_ids)}
 
     @staticmethod
@@ -70,7 +74,8 @@ class Formatter:
             return [ServerSentEvent(json.dumps(self._envelope([], streamrag={"gate": body})), event="gate")]
         if isinstance(event, TokenInfo):
             d = event.delta
-            return [ServerSentEvent(json.dumps(self._envelope([self._choice(d.text, d.token_ids, d.finish_reason)])))]
+            choice = self._choice(d.text, d.token_ids, d.finish_reason, d.logprobs)
+            return [ServerSentEvent(json.dumps(self._envelope([choice])))]
         out = []
         if include_usage:
             out.append(ServerSentEvent(json.dumps(self._envelope([], usage=self.usage(event)))))
@@ -84,11 +89,13 @@ class Formatter:
 
     async def collect(self, events: AsyncIterator[RunEvent]) -> dict:
         """The non-streaming response: all tokens in one choice, usage, and the context log."""
-        text, ids, context, gate, finish = [], [], [], None, None
+        text, ids, context, gate, finish, logprobs = [], [], [], None, None, []
         async for event in events:
             if isinstance(event, TokenInfo):
                 text.append(event.delta.text)
                 ids.extend(event.delta.token_ids)
+                if (rendered := self.logprobs.render(event.delta.logprobs)) is not None:
+                    logprobs.append(rendered)
             elif isinstance(event, ContextInfo):
                 context.append({"op": event.op, "stage": event.stage or None, "chunk_ids": list(event.chunk_ids), "chunks": _chunks(event),
                                 "dropped": event.dropped})
@@ -99,9 +106,9 @@ class Formatter:
         content = "".join(text)
         if self.kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": content},
-                      "logprobs": None, "finish_reason": finish.finish_reason, "token_ids": ids}
+                      "logprobs": LogprobsFormat.merge(logprobs), "finish_reason": finish.finish_reason, "token_ids": ids}
         else:
-            choice = {"index": 0, "text": content, "logprobs": None,
+            choice = {"index": 0, "text": content, "logprobs": LogprobsFormat.merge(logprobs),
                       "finish_reason": finish.finish_reason, "token_ids": ids}
         body = self._envelope([choice], usage=self.usage(finish))
         body["object"] = "chat.completion" if self.kind == "chat" else "text_completion"

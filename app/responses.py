@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from app.errors import APIError, from_engine_error
+from app.logprobs_format import LogprobsFormat
 from app.openai_format import Formatter, Kind
 from app.runs import Finish, RunEvent
 
@@ -39,8 +40,12 @@ class _ClientGone(Exception):
 
 
 async def respond(request: Request, events: AsyncIterator[RunEvent], kind: Kind, stream: bool,
-                  include_usage: bool, param: str = "messages", extension_events: bool = True):
-    formatter = Formatter(kind, request.app.state.settings.model_name, extension_events)
+                  include_usage: bool, param: str = "messages", extension_events: bool = True,
+                  tokens_by_id: bool = False):
+    state = request.app.state  # the tokenizer is looked up only when an answer has logprobs
+    logprobs = LogprobsFormat(kind, lambda t: state.supervisor.engine.template.tokenizer.decode([t]),
+                              by_id=tokens_by_id)
+    formatter = Formatter(kind, request.app.state.settings.model_name, extension_events, logprobs)
     events = _observed(request, events)
     try:
         if not stream:

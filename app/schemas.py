@@ -123,6 +123,8 @@ class SamplingFields(Body):
         None, description="the answer ends before the first of these strings (up to 4)")
     stream: bool = False
     stream_options: StreamOptions | None = None
+    return_tokens_as_token_ids: bool = Field(False, description="vLLM's: logprobs name each token "
+                                             '"token_id:<id>" instead of its text')
     user: Text | None = None
     metadata: dict[Text, Text] | None = None
     store: bool | None = None
@@ -134,6 +136,11 @@ class SamplingFields(Body):
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
+
+    @property
+    def logprob_count(self) -> int | None:
+        """How many alternatives each token's logprob comes with (None: no logprobs)."""
+        return getattr(self, "logprobs", None)
 
     @property
     def include_usage(self) -> bool:
@@ -159,6 +166,12 @@ class ChatCompletionRequest(SamplingFields):
     model: Text | None = None
     messages: list[Message] = Field(min_length=1)
     retrieval: RetrievalSpec | None = None
+    logprobs: bool = Field(False, description="each answer token's logprob in `choices[].logprobs.content`")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="alternatives per token (implies logprobs)")
+
+    @property
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs or self.top_logprobs is not None else None
 
     @property
     def question(self) -> str:
@@ -172,6 +185,7 @@ class CompletionRequest(SamplingFields):
              | Annotated[list[StopText], Field(min_length=1, max_length=1)]
              | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1, max_length=1)])
     max_tokens: int | None = Field(16, ge=1, le=TOKEN_LIMIT)  # OpenAI's default for completions
+    logprobs: int | None = Field(None, ge=0, le=20, description="each token's logprob and this many alternatives")
 
     @field_validator("prompt")
     @classmethod
@@ -218,7 +232,8 @@ class ContextPush(Body):
 
 
 class GenerateRequest(SamplingFields):
-    pass
+    logprobs: int | None = Field(None, ge=0, le=20, description="each token's logprob and this many alternatives "
+                                 "(in the chat format's `choices[].logprobs.content`)")
 
 
 class DocumentIn(Body):

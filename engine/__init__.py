@@ -32,6 +32,7 @@ from engine.types import (
     PreemptionStats,
     Sampling,
     SessionStats,
+    TokenLogprob,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ __all__ = [
     "Session",
     "SessionStateError",
     "SessionStats",
+    "TokenLogprob",
     "StreamEngine",
     "StreamRAGError",
     "VLLMServersEngine",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from engine.detokenizer import IncrementalDetokenizer
 from engine.stops import StopCutter
-from engine.types import Delta
+from engine.types import Delta, TokenLogprob
 
 
 class AnswerText:
@@ -23,7 +23,8 @@ class AnswerText:
         """A stop string was reached: the caller ends the model's request now."""
         return self._cut.done
 
-    def delta(self, token_ids: Sequence[int], finish_reason: str | None) -> Delta | None:
+    def delta(self, token_ids: Sequence[int], finish_reason: str | None,
+              logprobs: Sequence[TokenLogprob] = ()) -> Delta | None:
         """The delta to show for one step (None when it carries nothing)."""
         ids = tuple(token_ids)
         text = self._detok.push(ids)
@@ -31,4 +32,4 @@ class AnswerText:
             text += self._detok.flush()
         if not ids and finish_reason is None:
             return None
-        return self._cut.push(Delta(text, ids, finish_reason))
+        return self._cut.push(Delta(text, ids, finish_reason, tuple(logprobs)))

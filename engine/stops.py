@@ -9,6 +9,7 @@ client never sees part of a stop string. The caller ends the model's request onc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from engine.types import Delta
 
@@ -28,11 +29,11 @@ class StopCutter:
         cut = min((i for s in self._stops if (i := text.find(s)) >= 0), default=-1)
         if cut >= 0:
             self.done = True
-            return Delta(text[:cut], delta.token_ids, "stop")
+            return replace(delta, text=text[:cut], finish_reason="stop")
         if delta.finish_reason is not None:
-            return Delta(text, delta.token_ids, delta.finish_reason)
+            return replace(delta, text=text)
         longest = max(map(len, self._stops))
         hold = next((n for n in range(min(len(text), longest - 1), 0, -1)
                      if any(s.startswith(text[-n:]) for s in self._stops)), 0)
         self._held = text[len(text) - hold:]
-        return Delta(text[: len(text) - hold], delta.token_ids, None)
+        return replace(delta, text=text[: len(text) - hold], finish_reason=None)

@@ -24,6 +24,9 @@ class ChunkLike(Protocol):
     def score(self) -> float | None: ...
 
 
+MAX_LOGPROBS = 20  # as vLLM's server and OpenAI allow
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How an answer is sampled; every backend and every surface takes this one value.
@@ -44,6 +47,7 @@ class Sampling:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    logprobs: int | None = None  # each token's logprob and this many likeliest alternatives (0..20)
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
@@ -61,6 +65,8 @@ class Sampling:
                 raise ConfigError(name, f"{getattr(self, name)} must be in [-2, 2]")
         if not 0.0 < self.repetition_penalty <= 2.0:
             raise ConfigError("repetition_penalty", f"{self.repetition_penalty} must be in (0, 2]")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ConfigError("logprobs", f"{self.logprobs} must be in [0, {MAX_LOGPROBS}] or None")
         if isinstance(self.stop, str) or len(self.stop) > 4 or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("stop", f"{self.stop!r}: give up to 4 non-empty strings (a tuple)")
 
@@ -82,12 +88,22 @@ class ContextReceipt:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and, when asked for, the likeliest alternatives."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), likeliest first
+
+
+@dataclass(frozen=True)
 class Delta:
     """Newly generated tokens and the text they complete (text may lag a multi-byte char)."""
 
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when `Sampling.logprobs` asked
 
 
 @dataclass(frozen=True)

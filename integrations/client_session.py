@@ -9,6 +9,7 @@ import httpx
 
 from engine import ChunkLike, ContextReceipt, Delta, Sampling, SessionStats
 from engine.errors import SessionStateError
+from engine.logprobs import from_chat, from_completion
 from engine.types import GateReason, State
 from integrations.server_errors import ServerError
 
@@ -112,12 +113,17 @@ def chunk_body(chunk: ChunkLike) -> dict:
 
 
 def sampling_body(sampling: Sampling) -> dict:
-    """`Sampling` as OpenAI request fields (vLLM's `ignore_eos` extension included)."""
-    return {k: v for k, v in sampling.to_dict().items() if v is not None}
+    """`Sampling` as OpenAI request fields (vLLM's `ignore_eos` extension included); logprobs
+    with tokens named by id, so that they map back to ids exactly."""
+    body = {k: v for k, v in sampling.to_dict().items() if v is not None}
+    if sampling.logprobs is not None:
+        body["return_tokens_as_token_ids"] = True
+    return body
 
 
 def delta_of(choice: dict) -> Delta:
     # Chat chunks carry {"delta": {"content"}}, completion chunks {"text"}; token ids as an extension.
     text = choice["text"] if "text" in choice else (choice.get("delta") or {}).get("content")
+    read = from_completion if "text" in choice else from_chat
     return Delta(text=text or "", token_ids=tuple(choice.get("token_ids") or ()),
-                 finish_reason=choice.get("finish_reason"))
+                 finish_reason=choice.get("finish_reason"), logprobs=read(choice.get("logprobs"), None))

@@ -19,7 +19,7 @@ from contextlib import aclosing
 
 from retrievers.embedder import Embedder
 from retrievers.events import Chunk, ContextStream, Done, Error
-from retrievers.sources import stream_sources
+from retrievers.sources import Merge, stream_sources
 from retrievers.store import Searcher
 
 
@@ -37,6 +37,29 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Chunk]], *, k: int, rrf_k
             first.setdefault(chunk.id, chunk)
     order = sorted(scores, key=lambda chunk_id: -scores[chunk_id])
     return [first[chunk_id].with_score(scores[chunk_id]) for chunk_id in order[:k]]
+
+
+async def searches(store: Searcher, embedder: Embedder, collections: Sequence[str], question: str,
+                   variants: Sequence[str], depth: int, merge: Merge, timeout: float | None) -> ContextStream:
+    """Every (query, collection) search at once; an `Update` of `merge(results so far)` as each
+    returns. The question and its distinct variants are embedded in one batch; an embedder
+    failure is an `Error` event, then `Done`, as the protocol says."""
+    queries = list(dict.fromkeys([question, *variants]))  # a repeated query would count twice
+    try:
+        vectors = await embedder.aembed(queries)
+    except Exception as exc:
+        yield Error("embedder", exc)
+        yield Done()
+        return
+    jobs = {
+        f"{collection}: {query}": functools.partial(store.search, collection, vector, depth)
+        for query, vector in zip(queries, vectors, strict=True)
+        for collection in collections
+    }
+    # aclosing: a consumer that stops early cancels the searches now, not at garbage collection.
+    async with aclosing(stream_sources(jobs, mode="update", merge=merge, timeout=timeout)) as events:
+        async for event in events:
+            yield event
 
 
 class FusionRetriever:
@@ -75,20 +98,8 @@ class FusionRetriever:
 
     async def stream(self, question: str, variants: Sequence[str] = ()) -> ContextStream:
         """Search `question` and each of `variants` in every collection; Updates as they return."""
-        queries = list(dict.fromkeys([question, *variants]))  # a repeated query would count twice
-        try:
-            vectors = await self.embedder.aembed(queries)
-        except Exception as exc:  # reported as the protocol says, then Done
-            yield Error("embedder", exc)
-            yield Done()
-            return
-        jobs = {
-            f"{collection}: {query}": functools.partial(self.store.search, collection, vector, self.depth)
-            for query, vector in zip(queries, vectors, strict=True)
-            for collection in self.collections
-        }
         merge = functools.partial(reciprocal_rank_fusion, k=self.k, rrf_k=self.rrf_k)
-        # aclosing: a consumer that stops early cancels the searches now, not at garbage collection.
-        async with aclosing(stream_sources(jobs, mode="update", merge=merge, timeout=self.timeout)) as events:
+        async with aclosing(searches(self.store, self.embedder, self.collections, question, variants, self.depth,
+                                     merge, self.timeout)) as events:
             async for event in events:
                 yield event

@@ -28,9 +28,9 @@ from contextlib import aclosing
 from retrievers.bm25 import bm25_scores
 from retrievers.embedder import Embedder
 from retrievers.events import Chunk, ContextStream, Done, Error, Update
+from retrievers.fusion import searches
 from retrievers.reranker import Reranker
 from retrievers.sharded import merge_top_k
-from retrievers.sources import stream_sources
 from retrievers.store import Searcher
 
 
@@ -61,19 +61,10 @@ class StagedRetriever:
         self.timeout = timeout
 
     async def stream(self, question: str, variants: Sequence[str] = ()) -> ContextStream:
-        queries = list(dict.fromkeys([question, *variants]))
-        try:
-            vectors = await self.embedder.aembed(queries)
-        except Exception as exc:  # reported as the protocol says, then Done
-            yield Error("embedder", exc)
-            yield Done()
-            return
-        jobs = {f"{self.collection}: {q}": functools.partial(self.store.search, self.collection, v, self.pool)
-                for q, v in zip(queries, vectors, strict=True)}
         candidates: Sequence[Chunk] = ()
-        async with aclosing(stream_sources(jobs, mode="update",
-                                           merge=functools.partial(merge_top_k, k=self.pool),
-                                           timeout=self.timeout)) as events:
+        merge = functools.partial(merge_top_k, k=self.pool)  # a chunk found by several queries: its best
+        async with aclosing(searches(self.store, self.embedder, [self.collection], question, variants, self.pool,
+                                     merge, self.timeout)) as events:
             async for event in events:
                 if isinstance(event, Update):
                     candidates = event.chunks
@@ -81,7 +72,7 @@ class StagedRetriever:
                 elif isinstance(event, Error):
                     yield event
         if candidates:
-            candidates = hybrid(" ".join(queries), candidates, self.bm25_weight)
+            candidates = hybrid(" ".join(dict.fromkeys([question, *variants])), candidates, self.bm25_weight)
             yield Update(tuple(candidates), stage="hybrid")
         if candidates and self.reranker is not None:
             try:

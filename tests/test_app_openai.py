@@ -228,3 +228,30 @@ async def test_retrieval_keeps_the_earlier_turns(app_server, engine):
     assert usage["prompt_tokens"] == len(rendered.prefix_ids) + chunks + len(rendered.closing_ids)
     without = engine.template.render(question, "Be brief.")
     assert len(rendered.prefix_ids) > len(without.prefix_ids)
+
+
+async def test_logprobs_through_the_openai_client(client, engine):
+    """`logprobs`/`top_logprobs` (chat) and `logprobs` (completions) in OpenAI's shapes, with the
+    engine's own values; tokens are named by their text."""
+    messages = [{"role": "user", "content": "Name a color."}]
+    ids = _chat_prompt_ids(engine, messages)
+    expected = [t async for d in engine.complete_stream(prompt_token_ids=ids, sampling=Sampling(max_tokens=5, logprobs=2))
+                for t in d.logprobs]
+    out = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=5,
+                                               logprobs=True, top_logprobs=2)
+    content = out.choices[0].logprobs.content
+    assert [c.token for c in content] == [engine.tokenizer.decode([t.token_id]) for t in expected]
+    assert [c.logprob for c in content] == pytest.approx([t.logprob for t in expected], abs=1e-4)
+    assert all(len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob >= c.top_logprobs[1].logprob for c in content)
+    stream = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=5,
+                                                  logprobs=True, stream=True)
+    streamed = [c async for chunk in stream if chunk.choices and chunk.choices[0].logprobs
+                for c in chunk.choices[0].logprobs.content]
+    assert [c.logprob for c in streamed] == pytest.approx([t.logprob for t in expected], abs=1e-4)
+    assert all(c.top_logprobs == [] for c in streamed)
+    text = await client.completions.create(model=MODEL, prompt=ids, max_tokens=5, temperature=0, logprobs=1)
+    lp = text.choices[0].logprobs
+    assert lp.token_logprobs == pytest.approx([t.logprob for t in expected], abs=1e-4)
+    assert len(lp.tokens) == len(lp.top_logprobs) == len(lp.text_offset) == 5 and lp.text_offset[0] == 0
+    plain = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=3)
+    assert plain.choices[0].logprobs is None  # none asked, none sent

@@ -158,6 +158,27 @@ async def test_a_malformed_history_is_refused(engine, bad):
         await engine.open_session(question="conformance: bad history", history=bad)
 
 
+async def test_logprobs_match_one_shot(backend):
+    """Each answer token comes with its logprob and the likeliest alternatives, the same in a
+    session as in a one-shot completion of its prompt; greedy picks the likeliest."""
+    sampling = Sampling(max_tokens=6, ignore_eos=True, logprobs=2)
+    session = await backend.open_session(question="conformance: logprobs", system="contract 9")
+    await session.append(_chunks(30, 2), last=True)
+    async with aclosing(session.generate(sampling)) as deltas:
+        steps = [d async for d in deltas]
+    async with aclosing(backend.complete_stream(prompt_token_ids=session.prompt_token_ids, sampling=sampling)) as deltas:
+        one_shot = [d async for d in deltas]
+    for deltas in (steps, one_shot):
+        assert all(len(d.logprobs) == len(d.token_ids) for d in deltas)
+    ours = [t for d in steps for t in d.logprobs]
+    theirs = [t for d in one_shot for t in d.logprobs]
+    assert [t.token_id for t in ours] == [t for d in steps for t in d.token_ids] == [t.token_id for t in theirs]
+    for a, b in zip(ours, theirs):
+        assert len(a.top) == 2 and a.top[0][1] >= a.top[1][1]
+        assert a.top[0][0] == a.token_id and a.logprob == pytest.approx(a.top[0][1])  # greedy: the likeliest
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and [i for i, _ in a.top] == [i for i, _ in b.top]
+
+
 async def test_a_prompt_too_long_is_refused(backend):
     session = await backend.open_session(question="conformance: long", system="contract 6")
     with pytest.raises(PromptTooLongError):

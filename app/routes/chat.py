@@ -33,7 +33,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_length(engine, ids, "messages")
         sampling = sampling_args(request, body, engine, len(ids))
         return await respond(request, completion_run(engine, ids, sampling, t_request), "chat", body.stream,
-                             body.include_usage)
+                             body.include_usage, tokens_by_id=body.return_tokens_as_token_ids)
     if state.retrieval is None:
         raise APIError(400, "retrieval: this server runs without retrieval (--no-retrieval)", param="retrieval")
     question = body.question
@@ -51,7 +51,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         await context.aclose()
         raise from_engine_error(error, "messages") from error
     events = session_run(session, sampling, t_request, context=context, op=spec.mode)
-    return await respond(request, events, "chat", body.stream, body.include_usage, extension_events=spec.events)
+    return await respond(request, events, "chat", body.stream, body.include_usage, extension_events=spec.events,
+                         tokens_by_id=body.return_tokens_as_token_ids)
 
 
 @router.post("/v1/completions", response_model=TextCompletion,
@@ -71,7 +72,7 @@ async def completions(body: CompletionRequest, request: Request):
     _check_length(engine, ids, "prompt")
     sampling = sampling_args(request, body, engine, len(ids))
     return await respond(request, completion_run(engine, ids, sampling, t_request), "text", body.stream,
-                         body.include_usage, param="prompt")
+                         body.include_usage, param="prompt", tokens_by_id=body.return_tokens_as_token_ids)
 
 
 def _history(body: ChatCompletionRequest) -> list[tuple[str, str]]:

@@ -71,7 +71,8 @@ async def generate(session_id: SessionId, body: GenerateRequest, request: Reques
             async for event in session_run(session, sampling, t_request):
                 yield event
 
-    return await respond(request, events(), "chat", body.stream, body.include_usage, param="session_id")
+    return await respond(request, events(), "chat", body.stream, body.include_usage, param="session_id",
+                         tokens_by_id=body.return_tokens_as_token_ids)
 
 
 @router.get("/{session_id}", response_model=SessionOut, responses=errors(400, 401, 404))

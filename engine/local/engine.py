@@ -194,7 +194,7 @@ class StreamEngine:
         """Stream a plain completion of a whole prompt (token ids or text)."""
         from vllm.inputs import TokensPrompt
 
-        from engine.local.params import answer_params
+        from engine.local.params import answer_params, token_logprobs
 
         ids = self._one_shot_ids(prompt_token_ids, prompt)
         llm = self._llm
@@ -204,7 +204,8 @@ class StreamEngine:
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=ids), answer_params(sampling), request_id):
                 step = out.outputs[0]
-                if (delta := answer.delta(step.token_ids, step.finish_reason)) is not None:
+                logprobs = token_logprobs(step, sampling.logprobs)
+                if (delta := answer.delta(step.token_ids, step.finish_reason, logprobs)) is not None:
                     yield delta
                 if answer.done:
                     break  # leaving vLLM's generator aborts the rest of the request

@@ -41,7 +41,7 @@ from engine.context_surface import ContextSurface
 from engine.errors import EngineDeadError, SessionStateError
 from engine.gate import Gate
 from engine.local.markers import final_marker, replace_marker
-from engine.local.params import answer_params, prefill_params
+from engine.local.params import answer_params, prefill_params, token_logprobs
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_context import SessionContext, common_prefix_len
 from engine.types import Delta, Sampling
@@ -105,7 +105,8 @@ class StreamSession(ContextSurface):
                 out = item.outputs[0]
                 if out.token_ids:
                     self._ctx.stats.tokens_generated(len(out.token_ids))
-                if (delta := answer.delta(out.token_ids, out.finish_reason)) is not None:
+                logprobs = token_logprobs(out, sampling.logprobs)
+                if (delta := answer.delta(out.token_ids, out.finish_reason, logprobs)) is not None:
                     yield delta
                 if answer.done:  # a stop string: the rest of vLLM's answer is not wanted
                     self._consumer.cancel()

@@ -148,7 +148,7 @@ class VLLMServersEngine:
             async for item in items:
                 if isinstance(item, ServerUsage):
                     continue
-                if (delta := answer.delta(item.token_ids, item.finish_reason)) is not None:
+                if (delta := answer.delta(item.token_ids, item.finish_reason, item.logprobs)) is not None:
                     yield delta
                 if answer.done:
                     return  # closing the stream ends the server's request

@@ -126,7 +126,7 @@ class VLLMServersSession(ContextSurface):
                     raise item
                 if item.token_ids:
                     self._ctx.stats.tokens_generated(len(item.token_ids))
-                if (delta := answer.delta(item.token_ids, item.finish_reason)) is not None:
+                if (delta := answer.delta(item.token_ids, item.finish_reason, item.logprobs)) is not None:
                     yield delta
                 if answer.done:  # a stop string: end the server's request
                     self._final_task.cancel()

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import httpx
 
 from engine.errors import StreamRAGError
-from engine.types import Sampling
+from engine.logprobs import from_completion
+from engine.types import Sampling, TokenLogprob
 
 
 class ReplicaDownError(StreamRAGError, ConnectionError):
@@ -67,6 +68,7 @@ class Step:
 
     token_ids: tuple[int, ...]
     finish_reason: str | None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ class VLLMClient:
                         error = chunk["error"]
                         raise ServerRequestError(self.url, error.get("code") or 500, error.get("message", ""))
                     for choice in chunk.get("choices") or ():
-                        yield Step(tuple(choice.get("token_ids") or ()), choice.get("finish_reason"))
+                        yield Step(tuple(choice.get("token_ids") or ()), choice.get("finish_reason"),
+                                   from_completion(choice.get("logprobs"), body.get("logprobs")))
                     if chunk.get("usage"):
                         yield _usage(chunk["usage"])
         except httpx.TransportError as error:
@@ -177,6 +180,8 @@ def completion_body(model: str, prompt: Sequence[int], sampling: Sampling, reque
     # Stop strings are applied by the session (engine/stops.py), the same on every backend.
     fields = {k: v for k, v in sampling.to_dict().items() if v is not None and k != "stop"}
     body = {"model": model, "prompt": list(prompt), **fields}
+    if sampling.logprobs is not None:
+        body["return_tokens_as_token_ids"] = True  # logprobs keyed by id, not by token string
     if request_id is not None:
         body["request_id"] = request_id  # shows in the server's logs next to ours
     return body
