@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine import EngineConfig, Sampling, StreamEngine
+from eval.machine import machine_line
 from eval.server_process import StreamRAGServerProcess
 from integrations.http_client import StreamRAGClient
 
@@ -92,6 +93,7 @@ def main(argv=None) -> None:
           f"{s['http+sse']['tpot_ms'] - s['in-process']['tpot_ms']:>14.3f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    report["machine"] = machine_line()
     (out / "http-overhead.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'http-overhead.json'}")
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine import EngineConfig, Sampling, StreamEngine
+from eval.machine import machine_line
 from retrievers import Chunk
 
 WORDS = (
@@ -197,6 +198,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"micro-{args.mode}.json"
+    report["machine"] = machine_line()
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path}")
 
