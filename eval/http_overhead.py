@@ -2,11 +2,12 @@
 
     python -m eval.http_overhead [--model default] [--prompt-tokens 512] [--max-tokens 64]
 
-Two engines of the same config, measured one after the other: one in this process, one behind
-`streamrag serve` (a child process on 127.0.0.1, SSE through sse-starlette). Each repeat times
-a completion straight on the in-process engine (`complete_stream`) and one through `POST
-/v1/completions` with `stream: true`, read by `StreamRAGClient`, alternating so that drift hits
-both. Each gets its own fresh random prompt of the same length, so no prefix cache helps.
+One engine, reached two ways: straight (`complete_stream`) and through the app on a real
+uvicorn on 127.0.0.1 serving that same engine (`POST /v1/completions`, `stream: true`, SSE
+through sse-starlette, read by `StreamRAGClient`), alternating so that drift hits both. One
+engine, because two engines on one machine are not equal: vLLM's CPU build binds each to the
+same core. Client and server share this process's event loop, so the client's own parsing
+counts against HTTP: the figure is an upper bound. Each gets its own fresh random prompt of the same length, so no prefix cache helps.
 Targets (issue): <= 5 ms added to TTFT, <= 1 ms added per output token.
 Writes <out>/http-overhead.json.
 """
@@ -21,11 +22,13 @@ import statistics
 import time
 from pathlib import Path
 
+import uvicorn
 from tqdm import tqdm
 
+from app.main import create_app
+from app.settings import Settings
 from engine import EngineConfig, Sampling, StreamEngine
 from eval.machine import machine_line
-from eval.server_process import StreamRAGServerProcess
 from integrations.http_client import StreamRAGClient
 
 
@@ -49,25 +52,31 @@ async def main_async(args) -> dict:
     rng = random.Random(args.seed)
     max_model_len = args.prompt_tokens + args.max_tokens + 64
     config = EngineConfig(model=args.model, max_model_len=max_model_len)
-    server = StreamRAGServerProcess(Path(args.out) / "server.log", (
-        "--model", args.model, "--no-retrieval", "--max-model-len", str(max_model_len)))
-    server.start()
-    try:
-        await server.wait_ready()
-        async with StreamEngine(config) as engine, StreamRAGClient(server.url, timeout_s=120) as client:
-            vocab = len(engine.tokenizer)
-            results = {"in-process": [], "http+sse": []}
+    async with StreamEngine(config) as engine:
+        app = create_app(Settings(model=args.model, retrieval=False, max_model_len=max_model_len), engine=engine)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()  # a start-up error
+            await asyncio.sleep(0.02)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        try:
+            async with StreamRAGClient(url, timeout_s=120) as client:
+                vocab = len(engine.tokenizer)
+                results = {"in-process": [], "http+sse": []}
 
-            def fresh():
-                return [rng.randrange(100, vocab) for _ in range(args.prompt_tokens)]
+                def fresh():
+                    return [rng.randrange(100, vocab) for _ in range(args.prompt_tokens)]
 
-            await _timed(client, fresh(), 4)  # warm-up both paths
-            await _timed(engine, fresh(), 4)
-            for _ in tqdm(range(args.repeats), desc="http overhead", unit="pair"):
-                results["in-process"].append(await _timed(engine, fresh(), args.max_tokens))
-                results["http+sse"].append(await _timed(client, fresh(), args.max_tokens))
-    finally:
-        server.stop()
+                await _timed(client, fresh(), 4)  # warm-up both paths
+                await _timed(engine, fresh(), 4)
+                for _ in tqdm(range(args.repeats), desc="http overhead", unit="pair"):
+                    results["in-process"].append(await _timed(engine, fresh(), args.max_tokens))
+                    results["http+sse"].append(await _timed(client, fresh(), args.max_tokens))
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=30)
     summary = {name: {"ttft_ms": statistics.median(r[0] for r in runs) * 1000,
                       "tpot_ms": statistics.median(r[1] for r in runs) * 1000}
                for name, runs in results.items()}
