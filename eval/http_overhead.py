@@ -1,6 +1,6 @@
 """What HTTP + SSE adds: TTFT and time per output token, server vs the in-process engine.
 
-    python -m eval.http_overhead [--model default] [--prompt-tokens 512] [--max-tokens 64]
+    streamrag bench --http-overhead [--model default] [--prompt-tokens 512] [--max-tokens 64] [--repeats 10]
 
 One engine, reached two ways: straight (`complete_stream`) and through the app on a real
 uvicorn on 127.0.0.1 serving that same engine (`POST /v1/completions`, `stream: true`, SSE
@@ -9,24 +9,23 @@ engine, because two engines on one machine are not equal: vLLM's CPU build binds
 same core. Client and server share this process's event loop, so the client's own parsing
 counts against HTTP: the figure is an upper bound. Each gets its own fresh random prompt of the same length, so no prefix cache helps.
 Targets (issue): <= 5 ms added to TTFT, <= 1 ms added per output token.
-Writes <out>/http-overhead.json.
+Writes <out>/http-overhead.json. The app comes from the caller (`make_app`), because eval sits
+below app in the layers (docs/architecture.md): `streamrag bench` passes its `create_app`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import uvicorn
 from tqdm import tqdm
 
-from app.main import create_app
-from app.settings import Settings
 from engine import EngineConfig, Sampling, StreamEngine
 from eval.machine import machine_line
 from integrations.http_client import StreamRAGClient
@@ -48,12 +47,17 @@ async def _timed(engine, prompt, max_tokens) -> tuple[float, float]:
     return first - t0, (last - first) / max(n - 1, 1)
 
 
-async def main_async(args) -> dict:
+# (engine, max_model_len) -> the ASGI app serving that engine, retrieval off
+AppFactory = Callable[[StreamEngine, int], Any]
+
+
+async def measure(args, make_app: AppFactory) -> dict:
+    """`args`: model, prompt_tokens, max_tokens, repeats, seed."""
     rng = random.Random(args.seed)
     max_model_len = args.prompt_tokens + args.max_tokens + 64
     config = EngineConfig(model=args.model, max_model_len=max_model_len)
     async with StreamEngine(config) as engine:
-        app = create_app(Settings(model=args.model, retrieval=False, max_model_len=max_model_len), engine=engine)
+        app = make_app(engine, max_model_len)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
         serving = asyncio.create_task(server.serve())
         while not server.started:
@@ -80,19 +84,13 @@ async def main_async(args) -> dict:
     summary = {name: {"ttft_ms": statistics.median(r[0] for r in runs) * 1000,
                       "tpot_ms": statistics.median(r[1] for r in runs) * 1000}
                for name, runs in results.items()}
-    return {"args": vars(args), "summary": summary, "runs": results}
+    settings = {k: getattr(args, k) for k in ("model", "prompt_tokens", "max_tokens", "repeats", "seed")}
+    return {"args": settings, "summary": summary, "runs": results}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--prompt-tokens", type=int, default=512)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/http")
-    args = p.parse_args(argv)
-    report = asyncio.run(main_async(args))
+async def http_overhead(args, make_app: AppFactory) -> int:
+    """Measure, print the table, write <args.out>/http-overhead.json."""
+    report = await measure(args, make_app)
     s = report["summary"]
     print(f"\nmodel={args.model} prompt={args.prompt_tokens} tokens, output={args.max_tokens} tokens (medians)")
     print(f"{'path':<12}{'TTFT ms':>10}{'per token ms':>14}")
@@ -105,7 +103,4 @@ def main(argv=None) -> None:
     report["machine"] = machine_line()
     (out / "http-overhead.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'http-overhead.json'}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

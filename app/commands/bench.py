@@ -6,6 +6,7 @@
     streamrag bench --workload anns --policy lcas
     streamrag bench --workload crawler --trace my-trace.jsonl --server http://127.0.0.1:8000
     streamrag bench --quality --quick          # the gate's latency-quality trade-off (eval/quality.py)
+    streamrag bench --http-overhead --repeats 10   # what HTTP + SSE adds (eval/http_overhead.py)
 
 In-process, the baselines ("one-shot", "vllm-stream") run on an engine with vLLM's own
 scheduling order (policy "vllm": vLLM's own streaming sessions), and "streamrag" on a second
@@ -44,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", action="store_true",
                    help="instead of a replay: every question of the question set through the chat endpoint under "
                         "each gate setting and retrieval mode; TTFT against answer quality, Pareto front and knee")
+    p.add_argument("--http-overhead", action="store_true",
+                   help="instead of a replay: one engine reached straight and through the app on uvicorn, "
+                        "TTFT and time per token of each (--prompt-tokens, --max-tokens, --repeats)")
+    p.add_argument("--prompt-tokens", type=int, default=512, metavar="N", help="--http-overhead: prompt length (512)")
+    p.add_argument("--repeats", type=int, default=10, metavar="N", help="--http-overhead: pairs measured (10)")
     p.add_argument("--settings", nargs="+", metavar="NAME", help="--quality: gate settings to compare (default: all; "
                    "--quick: done, min_chunks=1, stable_updates=1, max_wait_s=0.02)")
     p.add_argument("--modes", nargs="+", choices=("update", "append"), help="--quality: retrieval modes (both)")
@@ -66,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--systems", nargs="+", choices=("one-shot", "vllm-stream", "streamrag"),
                    help="a subset of the systems (default: all three)")
     p.add_argument("--max-tokens", type=int, help="tokens to generate (default 1 for a replay: a TTFT study; "
-                                                   "48 for --quality)")
+                                                   "48 for --quality, 64 for --http-overhead)")
     p.add_argument("--size-factor", type=float, help="divide the paper's token counts by this")
     p.add_argument("--time-factor", type=float, help="multiply the paper's gaps and durations by this")
     p.add_argument("--policy", choices=("vllm", "fcfs", "lcas", "mcps"), metavar="{vllm,fcfs,lcas,mcps}",
@@ -109,10 +115,28 @@ def run(args: argparse.Namespace) -> int:
         if args.out == Path("results/bench"):
             args.out = Path("results/quality")
         return asyncio.run(quality_bench(args))
+    if args.http_overhead:
+        return asyncio.run(_http_overhead(args))
     if args.workload is None:
-        print("streamrag bench: error: give --workload crawler|anns (a replay) or --quality", file=sys.stderr)
+        print("streamrag bench: error: give --workload crawler|anns (a replay), --quality or --http-overhead",
+              file=sys.stderr)
         return 2
     return asyncio.run(_bench(args))
+
+
+async def _http_overhead(args: argparse.Namespace) -> int:
+    from app.main import create_app
+    from app.settings import Settings
+    from eval.http_overhead import http_overhead
+
+    if args.out == Path("results/bench"):
+        args.out = Path("results/http")
+    args.max_tokens = args.max_tokens or 64
+
+    def make_app(engine, max_model_len: int):
+        return create_app(Settings(model=args.model, retrieval=False, max_model_len=max_model_len), engine=engine)
+
+    return await http_overhead(args, make_app)
 
 
 async def _bench(args: argparse.Namespace) -> int:
