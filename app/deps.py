@@ -11,6 +11,8 @@ from fastapi import Request
 from app.errors import APIError
 from app.schemas import SamplingFields
 from engine import Engine, Sampling
+from engine.errors import ConfigError
+from engine.structured_output import from_response_format
 
 
 def require_api_key(request: Request) -> None:
@@ -67,8 +69,17 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
              if k not in body.model_fields_set}
     chosen = {k: getattr(body, k) for k in ("temperature", "top_p", "frequency_penalty", "presence_penalty",
                                             "repetition_penalty")}
-    return Sampling(max_tokens=max_tokens, seed=body.seed, ignore_eos=body.ignore_eos, stop=body.stops,
-                    logprobs=body.logprob_count, **{**chosen, **model})
+    sampling = Sampling(max_tokens=max_tokens, seed=body.seed, ignore_eos=body.ignore_eos, stop=body.stops,
+                        logprobs=body.logprob_count,
+                        json_schema=from_response_format(body.response_format.model_dump(by_alias=True))
+                        if body.response_format else None,
+                        **{**chosen, **model})
+    try:
+        engine.check_sampling(sampling)  # a schema the engine cannot compile: refused before any work
+    except ConfigError as error:
+        param = "response_format" if error.field == "json_schema" else error.field
+        raise APIError(400, f"{param}: {str(error).split(': ', 1)[-1]}", param=param, code="invalid_value") from None
+    return sampling
 
 
 def check_size(request: Request, texts: Iterable[str], param: str, items: int | None = None) -> None:

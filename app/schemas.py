@@ -105,6 +105,32 @@ class Message(Body):
         return self.content or ""
 
 
+class JsonSchemaSpec(Body):
+    """OpenAI's `response_format.json_schema`: a named JSON Schema."""
+
+    name: Text = Field(min_length=1, max_length=64)
+    schema_: dict[Text, Any] = Field(alias="schema", description="the JSON Schema the answer must match")
+    description: Text | None = None
+    strict: bool | None = Field(None, description="accepted; the answer always matches the schema")
+
+
+class TextFormat(Body):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Body):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(Body):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+# OpenAI's `response_format`: text, any JSON object, or JSON matching a schema (vLLM's structured outputs).
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
 class SamplingFields(Body):
     """Sampling fields shared by every generating route (OpenAI's; `ignore_eos` is vLLM's)."""
 
@@ -123,6 +149,7 @@ class SamplingFields(Body):
         None, description="the answer ends before the first of these strings (up to 4)")
     stream: bool = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = Field(None, description="json_schema: the answer matches the schema")
     return_tokens_as_token_ids: bool = Field(False, description="vLLM's: logprobs name each token "
                                              '"token_id:<id>" instead of its text')
     user: Text | None = None

@@ -117,6 +117,12 @@ class Engine(Protocol):
     async def complete(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                        sampling: Sampling | None = None) -> Completion: ...
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Raise ConfigError (naming the field) for what this backend can tell now that it
+        would refuse in an answer with `sampling`; what only the model's server can judge is
+        refused when the answer starts."""
+        ...
+
     def health(self) -> Health:
         """Whether the engine can serve now (a dead engine process says why)."""
         ...

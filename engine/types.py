@@ -36,6 +36,9 @@ class Sampling:
     token (benchmarks and exactness tests that need a fixed length). The penalties are
     OpenAI's (`frequency_penalty`, `presence_penalty`, in [-2, 2]) and vLLM's
     (`repetition_penalty`, in (0, 2], 1 = off): what keeps a small model from looping.
+    `json_schema` (a JSON Schema, as JSON text) constrains the answer to JSON that matches it,
+    through vLLM's structured outputs (engine/structured_output.py turns OpenAI's
+    `response_format` into it).
     """
 
     max_tokens: int = 256
@@ -48,6 +51,7 @@ class Sampling:
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logprobs: int | None = None  # each token's logprob and this many likeliest alternatives (0..20)
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
@@ -67,6 +71,10 @@ class Sampling:
             raise ConfigError("repetition_penalty", f"{self.repetition_penalty} must be in (0, 2]")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise ConfigError("logprobs", f"{self.logprobs} must be in [0, {MAX_LOGPROBS}] or None")
+        if self.json_schema is not None:
+            from engine.structured_output import check_schema_text
+
+            check_schema_text(self.json_schema)
         if isinstance(self.stop, str) or len(self.stop) > 4 or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError("stop", f"{self.stop!r}: give up to 4 non-empty strings (a tuple)")
 

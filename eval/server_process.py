@@ -30,6 +30,10 @@ import httpx
 
 from engine.errors import StreamRAGError
 
+# Compact JSON in `response_format` answers, as the in-process engine sets it (vLLM reads this
+# per server: a small model free to put whitespace between JSON tokens pads forever).
+COMPACT_JSON = '{"backend":"xgrammar","disable_any_whitespace":true}'
+
 
 class ServerStartError(StreamRAGError, RuntimeError):
     """The server exited or did not answer in time; the message ends with its log's tail."""
@@ -171,7 +175,8 @@ class VllmServerProcess(ServerProcess):
             "--enforce-eager",  # start-up ~20 s instead of ~75 s on 2 cores
             "--max-model-len", str(self.max_model_len), "--block-size", str(self.block_size),
             "--enable-prefix-caching", "--enable-prompt-tokens-details",
-            "--seed", "0", "--disable-uvicorn-access-log", *self.extra_args,
+            "--seed", "0", "--disable-uvicorn-access-log",
+            "--structured-outputs-config", COMPACT_JSON, *self.extra_args,
         ]
 
 

@@ -10,8 +10,9 @@ import httpx
 from engine import ChunkLike, ContextReceipt, Delta, Sampling, SessionStats
 from engine.errors import SessionStateError
 from engine.logprobs import from_chat, from_completion
+from engine.structured_output import to_response_format
 from engine.types import GateReason, State
-from integrations.server_errors import ServerError
+from integrations.server_errors import ServerError, ServerInvalidRequestError
 
 if TYPE_CHECKING:
     from integrations.http_client import StreamRAGClient
@@ -75,8 +76,12 @@ class ClientSession:
                     yield delta_of(choice)
             self._state = "finished"
             await self.refresh()  # the server keeps a finished session's record for a while
+        except ServerInvalidRequestError as error:
+            if error.status:  # refused with an HTTP 400, before the server claimed the answer
+                self._generating = False
+            raise
         finally:
-            if self._state != "finished":
+            if self._state != "finished" and self._generating:
                 await self.abort()
 
     async def refresh(self, wait_gate_s: float | None = None) -> None:
@@ -115,7 +120,9 @@ def chunk_body(chunk: ChunkLike) -> dict:
 def sampling_body(sampling: Sampling) -> dict:
     """`Sampling` as OpenAI request fields (vLLM's `ignore_eos` extension included); logprobs
     with tokens named by id, so that they map back to ids exactly."""
-    body = {k: v for k, v in sampling.to_dict().items() if v is not None}
+    body = {k: v for k, v in sampling.to_dict().items() if v is not None and k != "json_schema"}
+    if sampling.json_schema is not None:
+        body["response_format"] = to_response_format(sampling.json_schema)
     if sampling.logprobs is not None:
         body["return_tokens_as_token_ids"] = True
     return body

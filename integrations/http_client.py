@@ -132,6 +132,9 @@ class StreamRAGClient:
         created = await self.request("POST", "/v1/sessions", json=body)
         return ClientSession(self, created["id"])
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Nothing to check here: the server refuses what its engine cannot do (a 400)."""
+
     # -- one-shot -------------------------------------------------------------------------
     async def complete_stream(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                               sampling: Sampling | None = None) -> AsyncIterator[Delta]:
@@ -160,7 +163,7 @@ class StreamRAGClient:
             if response.status_code >= 400:
                 await response.aread()
                 raise ServerError.of(response.status_code, _message(response), f"{self.base_url}{path}",
-                                     _code(response))
+                                     *_code(response))
             async for sse in source.aiter_sse():
                 if sse.data == "[DONE]":
                     return
@@ -168,13 +171,13 @@ class StreamRAGClient:
                 if sse.event == "error" or "error" in payload:
                     error = payload.get("error") or {}
                     raise ServerError.of(0, str(error.get("message", error)), f"{self.base_url}{path}",
-                                         error.get("code"))
+                                         error.get("code"), error.get("param"))
                 yield payload
 
     async def request(self, method: str, path: str, **kwargs: Any) -> dict:
         response = await self._require_started().request(method, path, **kwargs)
         if response.status_code >= 400:
-            raise ServerError.of(response.status_code, _message(response), f"{self.base_url}{path}", _code(response))
+            raise ServerError.of(response.status_code, _message(response), f"{self.base_url}{path}", *_code(response))
         return response.json() if response.content else {}
 
     def _require_started(self) -> httpx.AsyncClient:
@@ -209,8 +212,10 @@ def _message(response: httpx.Response) -> str:
     return str(error.get("message", error) if isinstance(error, dict) else error)
 
 
-def _code(response: httpx.Response) -> str | None:
+def _code(response: httpx.Response) -> tuple[str | None, str | None]:
+    """The error's (code, param), as OpenAI's error body names them."""
     try:
-        return (response.json().get("error") or {}).get("code")
+        error = response.json().get("error") or {}
+        return error.get("code"), error.get("param")
     except (ValueError, AttributeError):
-        return None
+        return None, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import (
+    ConfigError,
     ContextClosedError,
     EngineDeadError,
     PromptTooLongError,
@@ -16,17 +17,19 @@ class ServerError(StreamRAGError, RuntimeError):
 
     Errors the server names with a code raise a subclass that is also the engine's own typed
     error (`ContextClosedError`, `SessionStateError`, `PromptTooLongError`, `EngineDeadError`,
-    `ValueError` for bad input), so a caller catches the same thing whatever the backend.
+    `ConfigError` for bad input, naming the server's `param` as its `field`), so a caller catches
+    the same thing whatever the backend.
     """
 
-    def __init__(self, status: int, message: str, url: str, code: str | None = None):
+    def __init__(self, status: int, message: str, url: str, code: str | None = None, param: str | None = None):
         self.status = status
         self.code = code
+        self.field = param or "request"
         Exception.__init__(self, f"{url}: HTTP {status}: {message}" if status else f"{url}: {message}")
 
     @staticmethod
-    def of(status: int, message: str, url: str, code: str | None) -> ServerError:
-        return _TYPED.get(code, ServerError)(status, message, url, code)
+    def of(status: int, message: str, url: str, code: str | None, param: str | None = None) -> ServerError:
+        return _TYPED.get(code, ServerError)(status, message, url, code, param)
 
 
 class ServerContextClosedError(ServerError, ContextClosedError):
@@ -45,7 +48,7 @@ class ServerEngineDeadError(ServerError, EngineDeadError):
     pass
 
 
-class ServerInvalidRequestError(ServerError, ValueError):
+class ServerInvalidRequestError(ServerError, ConfigError):
     pass
 
 

@@ -8,11 +8,13 @@ completion of the session's final prompt on the same backend (same model, float3
 from __future__ import annotations
 
 import inspect
+import json
 from contextlib import aclosing
 
 import pytest
 
 from engine import (
+    ConfigError,
     ContextClosedError,
     Engine,
     Gate,
@@ -28,6 +30,7 @@ from engine.contract import Engine as EngineProtocol
 from engine.contract import Session as SessionProtocol
 from engine.local.session import StreamSession
 from engine.remote import VLLMServersSession
+from engine.structured_output import schema_text
 from integrations.client_session import ClientSession
 from integrations.http_client import StreamRAGClient
 from tests.text import random_text, text_chunk
@@ -177,6 +180,45 @@ async def test_logprobs_match_one_shot(backend):
         assert len(a.top) == 2 and a.top[0][1] >= a.top[1][1]
         assert a.top[0][0] == a.token_id and a.logprob == pytest.approx(a.top[0][1])  # greedy: the likeliest
         assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and [i for i, _ in a.top] == [i for i, _ in b.top]
+
+
+VERDICT = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+           "required": ["answer", "sure"], "additionalProperties": False}
+
+
+async def test_a_json_schema_answer_matches_it(backend):
+    """With `json_schema` the answer is compact JSON matching the schema, in a session that was
+    prefilled and updated before its gate as in a one-shot completion of its final prompt."""
+    sampling = Sampling(max_tokens=40, json_schema=schema_text(VERDICT))
+    session = await backend.open_session(question="conformance: structured", system="contract 10")
+    await session.append(_chunks(40, 2))
+    await session.update(_chunks(41, 1) + _chunks(40, 2)[1:], last=True)
+    async with aclosing(session.generate(sampling)) as deltas:
+        steps = [d async for d in deltas]
+    one_shot = await backend.complete(prompt_token_ids=session.prompt_token_ids, sampling=sampling)
+    assert [t for d in steps for t in d.token_ids] == list(one_shot.token_ids)
+    text = "".join(d.text for d in steps)
+    assert text == one_shot.text and steps[-1].finish_reason == "stop"
+    answer = json.loads(text)
+    assert set(answer) == {"answer", "sure"} and answer["answer"] in ("yes", "no") and isinstance(answer["sure"], bool)
+    assert " " not in text  # compact: no whitespace between JSON tokens
+
+
+async def test_a_json_schema_the_backend_cannot_compile_is_refused(backend):
+    bad = Sampling(max_tokens=8, json_schema=schema_text({"type": "object", "properties": {"a": {"type": "nonsense"}}}))
+    session = await backend.open_session(question="conformance: bad schema", system="contract 11")
+    await session.append(_chunks(42, 1), last=True)
+    with pytest.raises(ConfigError, match="json_schema|response_format"):
+        async with aclosing(session.generate(bad)) as deltas:
+            async for _ in deltas:
+                pass
+    if isinstance(backend, VLLMServersEngine):  # only the vLLM server can judge it: the answer was spent
+        with pytest.raises(SessionStateError):
+            await _answer(session)
+    else:  # refused before the claim: still answerable
+        assert await _answer(session)
+    with pytest.raises(ConfigError, match="json_schema|response_format"):
+        await backend.complete(prompt="a", sampling=bad)
 
 
 async def test_a_prompt_too_long_is_refused(backend):

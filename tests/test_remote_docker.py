@@ -71,6 +71,7 @@ def test_vllm_server_flags_parse_with_the_installed_vllm(files):
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(vllm_args(merged[name]))
         assert args.model == MODEL_DIR and args.enable_prefix_caching and args.enable_prompt_tokens_details
         assert args.served_model_name == ["smollm2-135m-instruct"]
+        assert args.structured_outputs_config.disable_any_whitespace  # compact JSON answers
 
 
 def _tool(name: str) -> str:

@@ -74,6 +74,7 @@ class StreamEngine:
     async def start(self) -> None:
         # Imported here so that `import engine` never loads vLLM.
         from transformers import AutoTokenizer
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -105,6 +106,10 @@ class StreamEngine:
             # previous step's output (a replace cuts a request's computed tokens, which a step
             # still in flight would then overwrite); vLLM turns it on by default on CUDA.
             async_scheduling=False,
+            # Compact JSON in structured answers: a small model free to put whitespace between
+            # JSON tokens pads forever. vLLM reads this per engine (ignoring a request's own
+            # flag), and only its xgrammar and guidance backends honour it.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             **({} if cfg.gpu_memory_utilization is None else {"gpu_memory_utilization": cfg.gpu_memory_utilization}),
         )
         if cfg.on == "cuda" and importlib.util.find_spec("flashinfer") is None:
@@ -188,6 +193,13 @@ class StreamEngine:
     def live_sessions(self) -> int:
         return len(self._sessions)
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Refuse now (ConfigError naming the field) what vLLM would refuse in an answer with
+        `sampling`: a JSON schema its grammar backends cannot compile, most likely."""
+        from engine.local.params import check_answer_params
+
+        check_answer_params(self._require_started(), sampling)
+
     # -- one-shot completions -------------------------------------------------------------
     async def complete_stream(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                               sampling: Sampling | None = None) -> AsyncIterator[Delta]:
@@ -199,6 +211,7 @@ class StreamEngine:
         ids = self._one_shot_ids(prompt_token_ids, prompt)
         llm = self._llm
         sampling = (sampling or Sampling()).with_max_tokens(self.max_model_len - len(ids))
+        self.check_sampling(sampling)
         answer = AnswerText(self.template.decode, sampling.stop)
         request_id = f"cmpl-{uuid.uuid4().hex[:16]}"
         try:

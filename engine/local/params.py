@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vllm.sampling_params import RequestOutputKind, SamplingParams
+import json
+
+from vllm.exceptions import VLLMClientError
+from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 from engine.types import MAX_LOGPROBS, Sampling, TokenLogprob
 
@@ -23,7 +26,28 @@ def answer_params(sampling: Sampling, extra_args: dict | None = None) -> Samplin
                           seed=sampling.seed, ignore_eos=sampling.ignore_eos, detokenize=False,
                           frequency_penalty=sampling.frequency_penalty, presence_penalty=sampling.presence_penalty,
                           repetition_penalty=sampling.repetition_penalty, logprobs=sampling.logprobs,
+                          structured_outputs=structured_outputs(sampling),
                           output_kind=RequestOutputKind.DELTA, extra_args=extra_args)
+
+
+def structured_outputs(sampling: Sampling) -> StructuredOutputsParams | None:
+    # Compact JSON comes from the engine's setting (engine/local/engine.py), not from here.
+    if sampling.json_schema is None:
+        return None
+    return StructuredOutputsParams(json=json.loads(sampling.json_schema))
+
+
+def check_answer_params(llm, sampling: Sampling) -> None:
+    """What vLLM would refuse in `sampling`'s answer (a JSON schema its grammar backends cannot
+    compile, most likely), refused now as a ConfigError naming the field."""
+    from engine.errors import ConfigError
+
+    params = answer_params(sampling)
+    try:  # SamplingParams.verify is what vLLM's input processor runs on every request
+        params.verify(llm.model_config, llm.vllm_config.speculative_config,
+                      llm.vllm_config.structured_outputs_config, llm.tokenizer)
+    except (ValueError, VLLMClientError) as error:  # VLLMValidationError is not a ValueError
+        raise ConfigError("json_schema" if sampling.json_schema is not None else "sampling", str(error)) from None
 
 
 def token_logprobs(output, k: int | None) -> tuple[TokenLogprob, ...]:

@@ -41,7 +41,7 @@ from engine.context_surface import ContextSurface
 from engine.errors import EngineDeadError, SessionStateError
 from engine.gate import Gate
 from engine.local.markers import final_marker, replace_marker
-from engine.local.params import answer_params, prefill_params, token_logprobs
+from engine.local.params import answer_params, check_answer_params, prefill_params, token_logprobs
 from engine.prompt import PromptTemplate, RenderedPrompt
 from engine.session_context import SessionContext, common_prefix_len
 from engine.types import Delta, Sampling
@@ -91,6 +91,7 @@ class StreamSession(ContextSurface):
         """Wait for the gate, then stream the answer. Leaving early aborts the session (at once
         under `contextlib.aclosing`, else when the loop finalizes the generator)."""
         self._raise_if_failed()
+        check_answer_params(self._llm, sampling or Sampling())  # refused before the claim: no harm done
         sampling = self._ctx.claim_generate(sampling)
         answer = AnswerText(self._ctx.template.decode, sampling.stop)
         try:
@@ -150,6 +151,13 @@ class StreamSession(ContextSurface):
             return
         final = self._final_params is not None
         target = self._ctx.prompt_token_ids if final else self._ctx.tokens
+        if final and self._final_params.structured_outputs is not None:
+            # vLLM sets a request's grammar up from its first piece only and ignores it on a
+            # later one: a structured answer goes out as a new request, which finds what this
+            # one prefilled in the prefix cache (all but the last partial block).
+            self._inflight = True
+            self._reopening = asyncio.create_task(self._reopen(list(target), final=True, count=False))
+            return
         lcp = common_prefix_len(self._vllm_tokens, target)
         if lcp == len(self._vllm_tokens) and lcp < len(target):  # a plain append
             end = self._piece_end(lcp, len(target), final)
@@ -192,12 +200,15 @@ class StreamSession(ContextSurface):
         if final:
             self._feed.put_nowait(None)  # the input stream ends: this piece is the last
 
-    async def _reopen(self, target: list[int], final: bool) -> None:
-        """Baseline update: end the vLLM request, open one with the whole prompt."""
+    async def _reopen(self, target: list[int], final: bool, count: bool = True) -> None:
+        """Baseline update, and a structured answer: end the vLLM request, open one with the
+        whole prompt (vLLM's prefix cache keeps the full blocks the old one computed).
+        `count`: a replace in the session's stats (a structured answer's reopen is not one)."""
         old = self._consumer
         old.cancel()  # aborts the request; its full blocks stay in vLLM's prefix cache
         await asyncio.gather(old, return_exceptions=True)
-        self._ctx.stats.reopened(old=len(self._vllm_tokens), new=len(target))
+        if count:
+            self._ctx.stats.reopened(old=len(self._vllm_tokens), new=len(target))
         self._feed = asyncio.Queue()
         self._consumer = self._start_request(self._feed)
         self._vllm_tokens, self._computed = [], 0

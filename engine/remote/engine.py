@@ -135,6 +135,10 @@ class VLLMServersEngine:
     def live_sessions(self) -> int:
         return len(self._sessions)
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Nothing to check here: the vLLM servers judge a JSON schema when the answer starts
+        (a 400 from them raises ServerRequestError)."""
+
     # -- one-shot completions -------------------------------------------------------------
     async def complete_stream(self, prompt_token_ids: Sequence[int] | None = None, prompt: str | None = None,
                               sampling: Sampling | None = None, replica: str | None = None) -> AsyncIterator[Delta]:

@@ -7,7 +7,9 @@ request again there, whole:
 
     warm    [prompt so far]                       re-sent as is
     stream  [prompt][k tokens already streamed]   resumed with max_tokens - k: the caller
-                                                  sees one answer (greedy: the same tokens)
+                                                  sees one answer (greedy: the same tokens);
+                                                  a structured answer (JSON schema) with k > 0
+                                                  fails instead: vLLM's grammar would start over
 
 Every `probe_interval_s` the probe scrapes each server's /metrics: that refreshes the numbers
 `blocks_in_use()` reports, brings back a server that answers again (for new placements; moved
@@ -30,6 +32,7 @@ from engine.remote.vllm_client import (
     ReplicaDownError,
     ServedModel,
     ServerMetrics,
+    ServerRequestError,
     ServerUsage,
     Step,
     VLLMClient,
@@ -113,6 +116,13 @@ class ReplicaRouter:
                 return
             except ReplicaDownError as error:
                 self._fail_over(placement, error)
+                if produced and sampling.json_schema is not None:
+                    raise  # resumed, the grammar would begin the JSON again mid-answer
+            except ServerRequestError as error:
+                if sampling.json_schema is None or error.status != 400:
+                    raise
+                # The prompt's length is checked before sending: a 400 here is the schema.
+                raise ConfigError("json_schema", str(error)) from None
 
     def _fail_over(self, placement: Placement, error: ReplicaDownError) -> None:
         try:

@@ -178,8 +178,10 @@ class VLLMClient:
 def completion_body(model: str, prompt: Sequence[int], sampling: Sampling, request_id: str | None = None) -> dict:
     """The /v1/completions body for a token-id prompt (vLLM's extensions included)."""
     # Stop strings are applied by the session (engine/stops.py), the same on every backend.
-    fields = {k: v for k, v in sampling.to_dict().items() if v is not None and k != "stop"}
+    fields = {k: v for k, v in sampling.to_dict().items() if v is not None and k not in ("stop", "json_schema")}
     body = {"model": model, "prompt": list(prompt), **fields}
+    if sampling.json_schema is not None:  # vLLM's field; compact JSON is the server's own setting
+        body["structured_outputs"] = {"json": json.loads(sampling.json_schema)}
     if sampling.logprobs is not None:
         body["return_tokens_as_token_ids"] = True  # logprobs keyed by id, not by token string
     if request_id is not None:

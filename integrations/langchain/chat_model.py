@@ -7,13 +7,15 @@ A plain chat model: messages go through the model's own chat template and are an
 one-shot. `_agenerate`/`_astream` are natively async (the engine runs on its own loop, see
 integrations/runner.py); `_generate`/`_stream` block the calling thread only. The last streamed
 chunk carries the usage. Retrieval overlap is `StreamingRAG`'s business (it opens sessions
-through `model.client`).
+through `model.client`). `with_structured_output` constrains the answer to a JSON Schema through
+vLLM's structured outputs (engine/structured_output.py), then parses it; there is no tool calling.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from operator import itemgetter
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -23,11 +25,15 @@ from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from langchain_core.utils.function_calling import convert_to_json_schema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from engine import Sampling
+from engine.structured_output import from_response_format
 from integrations.client import ChatDelta, EngineClient, to_sampling
 from integrations.runner import EngineRunner
 
@@ -72,6 +78,19 @@ class StreamRAGChatModel(BaseChatModel):
 
             for chunk in model.stream("Hello"): ...
             await model.ainvoke("Hello")
+
+    Structured output:
+        .. code-block:: python
+
+            class Verdict(BaseModel):
+                answer: Literal["yes", "no"]
+
+            model.with_structured_output(Verdict).invoke("Is Python interpreted?")  # Verdict(answer=...)
+
+        `method="json_schema"` (default: the answer matches the schema of a pydantic class,
+        TypedDict or JSON Schema dict; "function_calling" is the same here) or `"json_mode"`
+        (any JSON object); `include_raw=True` returns {"raw", "parsed", "parsing_error"}. Also
+        `model.invoke(..., response_format=...)`.
 
     Token usage:
         `AIMessage.usage_metadata` on invoke, and on the last chunk of a stream.
@@ -163,6 +182,38 @@ class StreamRAGChatModel(BaseChatModel):
                 await run_manager.on_llm_new_token(delta.text, chunk=chunk)
             yield chunk
 
+    def with_structured_output(self, schema: dict | type | None = None, *,
+                               method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+                               include_raw: bool = False, strict: bool | None = None,
+                               **kwargs: Any) -> Runnable:
+        """The answer as JSON matching `schema`, parsed (a pydantic instance for a pydantic class,
+        else a dict); see the class docstring. `strict` is accepted: the grammar always holds
+        the answer to the schema. "function_calling" is served as "json_schema" (there is no
+        tool calling; the parsed result is the same)."""
+        if kwargs:
+            raise ValueError(f"{', '.join(sorted(kwargs))}: not supported by StreamRAGChatModel.with_structured_output")
+        if method == "json_mode":
+            response_format: dict[str, Any] = {"type": "json_object"}
+        elif method in ("json_schema", "function_calling"):
+            if schema is None:
+                raise ValueError("schema: method='json_schema' needs a pydantic class, TypedDict or JSON Schema dict")
+            # A dict is the JSON Schema itself; a pydantic class or TypedDict is converted.
+            json_schema = dict(schema) if isinstance(schema, dict) else convert_to_json_schema(schema)
+            response_format = {"type": "json_schema",
+                               "json_schema": {"name": json_schema.get("title", "answer"), "schema": json_schema}}
+        else:
+            raise ValueError(f"method: {method!r}: use 'json_schema', 'function_calling' or 'json_mode'")
+        from_response_format(response_format)  # a bad schema fails here, not at the first call
+        model = self.bind(response_format=response_format)
+        pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
+        parser = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
+        if not include_raw:
+            return model | parser
+        # LangChain's shape: {"raw": AIMessage, "parsed": ... or None, "parsing_error": ... or None}
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=model) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
+
     # -- helpers --------------------------------------------------------------------------
     def sampling(self, **overrides: Any) -> Sampling:
         """A session's sampling: this model's settings, then `overrides`."""
@@ -173,8 +224,10 @@ class StreamRAGChatModel(BaseChatModel):
                   "seed": self.seed, "stop": stop if stop is not None else self.stop,
                   "frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty,
                   "repetition_penalty": self.repetition_penalty}
-        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "repetition_penalty")
-                       if k in kwargs})
+        params.update({k: kwargs[k] for k in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty",
+                                              "presence_penalty", "repetition_penalty") if k in kwargs})
+        if kwargs.get("response_format") is not None:
+            params["json_schema"] = from_response_format(kwargs["response_format"])
         return params
 
     def _metadata(self, delta: ChatDelta) -> dict[str, Any]:
