@@ -92,7 +92,25 @@ def machine_line() -> dict:
     return {"cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
             "isa": [f for f in ISA_FLAGS if f in flags], "logical_cpus": psutil.cpu_count(),
             "physical_cores": psutil.cpu_count(logical=False), "allowed_cpus": sorted(os.sched_getaffinity(0)),
-            "python": platform.python_version()}
+            "cpu_quota": cpu_quota(), "python": platform.python_version()}
+
+
+def cpu_quota() -> float | None:
+    """The share of one core this process's cgroup may use (cgroup v1 `cpu` or v2 `cpu.max`;
+    `python -m eval.throttle` sets one to emulate a slower machine); None when unlimited."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "cpu" in controllers.split(","):  # v1
+                group = Path("/sys/fs/cgroup/cpu") / path.lstrip("/")
+                quota = int((group / "cpu.cfs_quota_us").read_text())
+                return None if quota < 0 else round(quota / int((group / "cpu.cfs_period_us").read_text()), 3)
+            if controllers == "":  # v2
+                quota, period = (Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max").read_text().split()
+                return None if quota == "max" else round(int(quota) / int(period), 3)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def engine_binding() -> list[dict]:

@@ -1,7 +1,7 @@
 """Memory pressure: vLLM's default order against each policy, with and without idle preemption.
 
-    python -m eval.pressure [--workload crawler|anns] [--qps 2] [--stretch 10] [--kv-blocks 128]
-                            [--timeout 30] [--out results/pressure] [--quick]
+    python -m eval.pressure [--workload crawler|anns] [--load 0.5 | --qps 2] [--stretch 10]
+                            [--kv-blocks 128] [--timeout 30] [--out results/pressure] [--quick]
 
 One trace, one arrival schedule, streamrag sessions (append + LCP update, `eval/systems.py`)
 in every configuration; each configuration is its own engine, since the policy and
@@ -12,6 +12,11 @@ both; engine/vllm_scheduler.py). Pressure, as in the
 paper: the gaps between a query's chunks are stretched (x10 crawler, x30 ANNS) so sessions sit
 idle holding KV for longer, and the KV cache (`--kv-blocks`) holds only part of what the
 concurrent sessions need.
+
+The arrival rate is a fraction of the machine's capacity (`--load`, as `streamrag bench` sets
+its levels): the first configuration's engine, idle, prefills every query's whole final prompt
+one at a time, capacity is the one-shot throughput that implies, and arrivals run at `load` x
+capacity, so that a run loads a slow machine as much as a fast one. `--qps` gives an exact rate.
 
 Idle sessions hold their blocks, so a ready session can wait for blocks that never come free
 (in vLLM's order the head of the queue blocks all behind it). Every query is bounded: no first
@@ -31,10 +36,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from eval.machine import CpuMeter, wait_for_quiet
+from eval.machine import CpuMeter, machine_line, wait_for_quiet
 from eval.metrics import QueryResult
 from eval.pressure_report import PressureRun, build_report, format_table, plot
-from eval.systems import run_query
+from eval.systems import full_prefill, run_query
 from eval.texts import materialize
 from eval.trace import Trace, TraceQuery
 from eval.workloads import Scaling, generate
@@ -120,12 +125,22 @@ def pressure_trace(workload: str, queries: int, qps: float, factor: float, seed:
     return stretch(generate(workload, queries, seed=seed, scaling=scaling, qps=qps), factor)
 
 
+async def capacity_qps(engine, trace: Trace, nonce: int) -> float:
+    """One-shot throughput on the trace's prompts (queries per second), each query's whole final
+    prompt prefilled alone on the idle engine, as `streamrag bench` measures it (eval/replay.py)."""
+    queries = materialize(trace, engine.template)
+    total = 0.0
+    for i, query in enumerate(queries):
+        total += await full_prefill(engine, query, nonce + i)
+    return len(queries) / max(total, 1e-9)
+
+
 async def run_all(args) -> dict:
     from engine import EngineConfig, Sampling, StreamEngine
 
     scaling = Scaling(args.size_factor, args.time_factor, args.max_context)
-    trace = pressure_trace(args.workload, args.queries, args.qps, args.stretch, args.seed, scaling)
-    runs, load_before = [], os.getloadavg()
+    trace = pressure_trace(args.workload, args.queries, args.qps or 1.0, args.stretch, args.seed, scaling)
+    runs, load_before, capacity = [], os.getloadavg(), None
     # vLLM refuses a max_model_len its cache cannot hold once (one block is its reserved null block).
     max_len = min(4096, (args.kv_blocks - 1) * args.block_size)
     for i, (name, policy, preempt) in enumerate(c for c in CONFIGS if c[0] in args.configs):
@@ -136,12 +151,18 @@ async def run_all(args) -> dict:
         async with StreamEngine(config) as engine:
             startup = time.perf_counter() - started
             await engine.complete(prompt_token_ids=list(range(100, 400)), sampling=Sampling(max_tokens=1))  # warm-up
+            if capacity is None and args.load is not None:  # on the first engine, before any replay
+                capacity = await capacity_qps(engine, trace, nonce=1)
+                trace = trace.with_poisson_arrivals(round(args.load * capacity, 3), args.seed)
+                print(f"capacity {capacity:.2f} QPS (one-shot, idle): {args.load:.0%} of it is "
+                      f"{trace.meta['qps']:g} QPS", flush=True)
             print(f"{name}: engine up in {startup:.0f} s; replaying {len(trace.queries)} queries", flush=True)
             run = await run_config(engine, name, trace, args.timeout, args.wait_quiet, nonce=10_000 * (i + 1))
             runs.append(replace(run, startup_s=round(startup, 1)))
     import vllm
 
-    meta = {"model": args.model, "kv_blocks": args.kv_blocks, "block_size": args.block_size,
+    meta = {"model": args.model, "capacity_qps": capacity and round(capacity, 3), "load": args.load,
+            "machine": machine_line(), "kv_blocks": args.kv_blocks, "block_size": args.block_size,
             "max_model_len": max_len, "max_num_batched_tokens": 2048, "max_num_seqs": 256,
             "cpus": os.cpu_count(), "vllm": vllm.__version__,
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "args": vars(args)}
@@ -151,7 +172,9 @@ async def run_all(args) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=("crawler", "anns"), default="crawler")
-    p.add_argument("--qps", type=float, default=2.0)
+    p.add_argument("--load", type=float, help="arrivals at this fraction of the measured one-shot capacity "
+                                              "(default 0.5 unless --qps)")
+    p.add_argument("--qps", type=float, help="an exact arrival rate instead of --load")
     p.add_argument("--queries", type=int, default=60)
     p.add_argument("--stretch", type=float, help="gap factor (default: x10 crawler, x30 anns, as the paper)")
     p.add_argument("--kv-blocks", type=int, default=128, help="KV cache size in blocks (deliberately small)")
@@ -168,6 +191,12 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run: 8 queries, vllm and fcfs+preempt only")
     args = p.parse_args(argv)
     args.stretch = args.stretch or STRETCH[args.workload]
+    if args.qps is not None and args.load is not None:
+        p.error("--qps and --load: give one (an exact rate, or a fraction of capacity)")
+    if args.qps is None and args.load is None:
+        args.load = 0.5
+    if args.load is not None and not 0 < args.load:
+        p.error(f"--load: {args.load} must be a fraction of capacity above 0")
     if args.quick:
         args.queries, args.timeout = min(args.queries, 8), min(args.timeout, 10.0)
         args.configs = ["vllm", "fcfs+preempt"]

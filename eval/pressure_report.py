@@ -101,7 +101,8 @@ def build_report(runs: list[PressureRun], trace: Trace, timeout_s: float, meta: 
 
 def format_table(report: dict) -> str:
     m, t = report["meta"], report["meta"]["trace"]
-    lines = [f"{t['workload']}: {t['queries']} queries at {t['qps']:g} QPS, gaps x{t['stretch']:g}, "
+    load = f" ({m['load']:.0%} of a capacity of {m['capacity_qps']:g})" if m.get("capacity_qps") else ""
+    lines = [f"{t['workload']}: {t['queries']} queries at {t['qps']:g} QPS{load}, gaps x{t['stretch']:g}, "
              f"tokens /{t['size_factor']:g}, times x{t['time_factor']:g}; KV {m['kv_blocks']} blocks x "
              f"{m['block_size']} tokens; model {m['model']}; timeout {m['timeout_s']:g} s; {m['cpus']} CPUs",
              "starved: no first token within the timeout (counted at it: '>=' marks lower bounds)"]

@@ -7,7 +7,7 @@ import json
 
 from eval.machine import CpuShare
 from eval.metrics import QueryResult
-from eval.pressure import CONFIGS, PressureRun, pressure_trace, run_config, stretch
+from eval.pressure import CONFIGS, PressureRun, capacity_qps, pressure_trace, run_config, stretch
 from eval.pressure_report import (
     build_report,
     censored_percentile,
@@ -64,13 +64,17 @@ def test_starved_queries_count_at_the_timeout_as_lower_bounds():
 
 async def test_a_tiny_pass_on_the_session_engine(engine, idle_blocks, tmp_path):
     trace = pressure_trace("crawler", queries=3, qps=4.0, factor=3.0, seed=2, scaling=TINY)
+    capacity = await capacity_qps(engine, trace, nonce=1)  # arrivals at half of it, as --load 0.5
+    trace = trace.with_poisson_arrivals(round(0.5 * capacity, 3), seed=2)
+    assert 0 < trace.meta["qps"] < capacity
     run = await run_config(engine, "vllm", trace, timeout_s=30.0)
     assert [r.finished for r in run.results] == [True] * 3, [r.error for r in run.results]
     assert run.leaked_blocks == 0 and run.completion_s > 0
     assert run.computed_vllm >= sum(r.prompt_tokens for r in run.results)
-    report = build_report([run], trace, 30.0, {"model": "tiny", "kv_blocks": 0, "block_size": 32, "cpus": 2})
+    meta = {"model": "tiny", "kv_blocks": 0, "block_size": 32, "cpus": 2, "capacity_qps": capacity, "load": 0.5}
+    report = build_report([run], trace, 30.0, meta)
     report = json.loads(json.dumps(report))  # the table and plot work from the saved JSON
     [config] = report["configs"]
     assert config["summary"]["starved"] == 0 and config["vs_vllm"]["ttft_last_p95"] == [1.0, "="]
-    assert "vllm" in format_table(report)
+    assert "vllm" in format_table(report) and "(50% of a capacity of" in format_table(report)
     assert plot(report, tmp_path / "cdf.png").stat().st_size > 0
