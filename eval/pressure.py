@@ -125,7 +125,12 @@ def pressure_trace(workload: str, queries: int, qps: float, factor: float, seed:
     return stretch(generate(workload, queries, seed=seed, scaling=scaling, qps=qps), factor)
 
 
-async def capacity_qps(engine, trace: Trace, nonce: int) -> float:
+# Salts no replay uses (they use 0.. and 10,000 x config..): the replay that follows on the same
+# engine must find none of the capacity pass's prompts in vLLM's prefix cache.
+CAPACITY_NONCE = 90_000_000
+
+
+async def capacity_qps(engine, trace: Trace, nonce: int = CAPACITY_NONCE) -> float:
     """One-shot throughput on the trace's prompts (queries per second), each query's whole final
     prompt prefilled alone on the idle engine, as `streamrag bench` measures it (eval/replay.py)."""
     queries = materialize(trace, engine.template)
@@ -152,7 +157,7 @@ async def run_all(args) -> dict:
             startup = time.perf_counter() - started
             await engine.complete(prompt_token_ids=list(range(100, 400)), sampling=Sampling(max_tokens=1))  # warm-up
             if capacity is None and args.load is not None:  # on the first engine, before any replay
-                capacity = await capacity_qps(engine, trace, nonce=1)
+                capacity = await capacity_qps(engine, trace)
                 trace = trace.with_poisson_arrivals(round(args.load * capacity, 3), args.seed)
                 print(f"capacity {capacity:.2f} QPS (one-shot, idle): {args.load:.0%} of it is "
                       f"{trace.meta['qps']:g} QPS", flush=True)

@@ -64,7 +64,7 @@ def test_starved_queries_count_at_the_timeout_as_lower_bounds():
 
 async def test_a_tiny_pass_on_the_session_engine(engine, idle_blocks, tmp_path):
     trace = pressure_trace("crawler", queries=3, qps=4.0, factor=3.0, seed=2, scaling=TINY)
-    capacity = await capacity_qps(engine, trace, nonce=1)  # arrivals at half of it, as --load 0.5
+    capacity = await capacity_qps(engine, trace)  # arrivals at half of it, as --load 0.5
     trace = trace.with_poisson_arrivals(round(0.5 * capacity, 3), seed=2)
     assert 0 < trace.meta["qps"] < capacity
     run = await run_config(engine, "vllm", trace, timeout_s=30.0)
