@@ -18,7 +18,11 @@ The run, in order (one model, one trace for everything):
   3. capacity: the baseline engine's one-shot throughput on the trace's prompts, queries per
      second = queries / the sum of their whole-prompt prefill times on the idle engine (step 2).
      With `load`, the QPS levels are those fractions of it, so that a level means the same
-     share of the machine on any machine; `meta["capacity_qps"]` records it either way;
+     share of the machine on any machine; `meta["capacity_qps"]` records it either way.
+     With `prefill_share`, every query's event times are scaled (`meta["time_scale"]`) so that
+     whole-prompt prefill takes that share of retrieval time (per-query median): load alone
+     does not make two machines alike, since streaming hides prefill inside the gaps between
+     chunks and a slower engine has more prefill to hide in the same gaps;
   4. for each QPS level, for each system in turn, on that system's engine: every query of the
      trace, arriving as a Poisson process at that rate (the same schedule for every system),
      open loop. A pass ends when all its queries finished and vLLM holds no KV block; then
@@ -44,7 +48,7 @@ from dataclasses import asdict, dataclass, replace
 from tqdm import tqdm
 
 from eval.machine import CpuMeter, CpuShare, engine_binding, machine_line, wait_for_quiet
-from eval.metrics import QueryResult
+from eval.metrics import QueryResult, percentile
 from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
 from eval.texts import materialize
 from eval.trace import Trace
@@ -80,7 +84,8 @@ class BenchResult:
 async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, systems: tuple[str, ...] = SYSTEMS,
                  max_tokens: int = 1, seed: int = 0, progress: bool = True,
                  quiet_timeout_s: float = 0.0, max_others: float | None = None,
-                 attempts: int = 3, floor_repeats: int = 2, load: list[float] | None = None) -> BenchResult:
+                 attempts: int = 3, floor_repeats: int = 2, load: list[float] | None = None,
+                 prefill_share: float | None = None) -> BenchResult:
     """Run the floor pass and every (QPS, system) pass; see the module docstring.
 
     The load levels: `qps_levels` (arrivals per second) or `load` (fractions of the measured
@@ -128,6 +133,9 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
         capacity = len(queries) / max(sum(full.values()), 1e-9)
         if load is not None:
             qps_levels = [round(f * capacity, 3) for f in load]
+        time_scale = 1.0
+        if prefill_share is not None:
+            queries, time_scale = _hold_prefill_share(queries, full, prefill_share)
         passes = []
         for qps in qps_levels:
             arrivals = {q.id: q.arrival_s for q in trace.with_poisson_arrivals(qps, seed).queries}
@@ -151,7 +159,7 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
     meta = {
         "trace": trace.meta, "trace_shape": describe(trace), "qps_levels": list(qps_levels),
         "capacity_qps": round(capacity, 3), "load_levels": [round(q / capacity, 3) for q in qps_levels],
-        "load_given": load is not None,
+        "load_given": load is not None, "prefill_share_given": prefill_share, "time_scale": round(time_scale, 4),
         "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
         "floor_repeats": floor_repeats,
         "engine": _engine_meta(engine),  # the baseline's (floor pass); eval/report.py, plots.py
@@ -162,6 +170,15 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
     }
     durations = {q.id: q.duration_s for q in queries}
     return BenchResult(meta, tuple(floors), full, durations, floor_cpu, tuple(passes))
+
+
+def _hold_prefill_share(queries: list, full: dict[str, float], share: float) -> tuple[list, float]:
+    """`queries` with every event time scaled so that the median query's whole-prompt prefill
+    (`full`, measured idle) takes `share` of its retrieval time; and the scale."""
+    if not 0 < share < 1:
+        raise ValueError(f"prefill_share: {share} must be in (0, 1)")
+    scale = percentile([full[q.id] / q.duration_s for q in queries if q.duration_s > 0], 50) / share
+    return [replace(q, events=tuple(replace(e, t_s=e.t_s * scale) for e in q.events)) for q in queries], scale
 
 
 async def _pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar, waited) -> PassResult:

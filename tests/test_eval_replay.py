@@ -69,6 +69,18 @@ async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
         assert png.stat().st_size > 10_000
 
 
+async def test_a_held_prefill_share_scales_the_retrieval_times(engine, idle_blocks):
+    trace = generate("crawler", queries=3, seed=5, scaling=TINY)
+    result = await replay(engine, trace, qps_levels=[8.0], systems=("streamrag",), progress=False, prefill_share=0.5)
+    report = build_report(result)
+    assert report["meta"]["prefill_share_given"] == 0.5 and report["meta"]["time_scale"] > 0
+    assert report["floor"]["summary"]["prefill_share_of_retrieval_p50"] == pytest.approx(0.5)
+    scaled = {q.id: q.duration_s * report["meta"]["time_scale"] for q in trace.queries}
+    assert result.durations_s == pytest.approx(scaled, rel=1e-3)  # the scale is recorded rounded
+    assert report["levels"][0]["systems"]["streamrag"]["summary"]["finished"] == 3
+    assert "prefill share held at 50%" in format_table(report)
+
+
 async def test_replay_with_an_engine_per_system(engine, vllm_engine, idle_blocks):
     """The baselines on vLLM's order, streamrag on its own engine under "fcfs"; each pass reads
     the ledger of the engine it ran on, so every system's accounting matches vLLM's. The load

@@ -18,7 +18,9 @@ The table and the JSON's meta["engines"] record each system's policy.
 Load levels are fractions of the machine's measured capacity (`--load`, default 20/40/60/80%):
 the floor pass times every query's whole prompt on the idle engine, capacity is the one-shot
 throughput that implies, and each level's QPS is its fraction of it, so that a level loads any
-machine alike. `--qps` gives exact arrival rates instead. The engines run one after the other
+machine alike. `--qps` gives exact arrival rates instead. `--prefill-share` also scales the
+trace's times so that whole-prompt prefill takes that share of retrieval time on this machine
+(streaming hides prefill in the gaps between chunks, so two machines compare at one share). The engines run one after the other
 (only one is busy at a time), each on `--engine-cores` (default: vLLM's own binding).
 
 Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
@@ -61,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {' '.join(map(str, DEFAULT_LOAD))}; --quick: {QUICK_LOAD[0]})")
     p.add_argument("--qps", type=float, nargs="+", metavar="Q",
                    help="exact Poisson arrival rates instead of --load")
+    p.add_argument("--prefill-share", type=float, metavar="S",
+                   help="scale the trace's times so that whole-prompt prefill takes this share of retrieval time "
+                        "(per-query median, measured in the floor pass): two machines compared at one share")
     p.add_argument("--engine-cores", metavar="CORES",
                    help='CPU cores each in-process engine computes on, e.g. "0" or "0-1" (default: vLLM\'s binding)')
     p.add_argument("--queries", type=int, default=30, metavar="N", help="queries in the trace (30)")
@@ -159,6 +164,9 @@ async def _bench(args: argparse.Namespace) -> int:
         print("streamrag bench: error: --qps and --load: give one (exact rates, or fractions of capacity)",
               file=sys.stderr)
         return 2
+    if args.prefill_share is not None and not 0 < args.prefill_share < 1:
+        print(f"streamrag bench: error: --prefill-share: {args.prefill_share} must be in (0, 1)", file=sys.stderr)
+        return 2
     queries = QUICK_QUERIES if args.quick and args.queries == 30 else args.queries
     load = None if args.qps else (args.load or (QUICK_LOAD if args.quick else DEFAULT_LOAD))
     if args.trace:
@@ -209,7 +217,7 @@ async def _bench(args: argparse.Namespace) -> int:
         result = await replay(engines, trace, args.qps, systems, load=load,
                               max_tokens=args.max_tokens or 1, seed=args.seed, progress=not args.no_progress,
                               quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
-                              attempts=args.attempts)
+                              attempts=args.attempts, prefill_share=args.prefill_share)
     report = build_report(result)
     report["meta"]["command"] = "streamrag bench " + " ".join(sys.argv[2:])
     print(format_table(report))
