@@ -39,7 +39,7 @@ from pathlib import Path
 from eval.machine import CpuMeter, machine_line, wait_for_quiet
 from eval.metrics import QueryResult
 from eval.pressure_report import PressureRun, build_report, format_table, plot
-from eval.systems import full_prefill, run_query
+from eval.systems import full_prefill, one_shot_capacity, run_query
 from eval.texts import materialize
 from eval.trace import Trace, TraceQuery
 from eval.workloads import Scaling, generate
@@ -134,10 +134,7 @@ async def capacity_qps(engine, trace: Trace, nonce: int = CAPACITY_NONCE) -> flo
     """One-shot throughput on the trace's prompts (queries per second), each query's whole final
     prompt prefilled alone on the idle engine, as `streamrag bench` measures it (eval/replay.py)."""
     queries = materialize(trace, engine.template)
-    total = 0.0
-    for i, query in enumerate(queries):
-        total += await full_prefill(engine, query, nonce + i)
-    return len(queries) / max(total, 1e-9)
+    return one_shot_capacity([await full_prefill(engine, q, nonce + i) for i, q in enumerate(queries)])
 
 
 async def run_all(args) -> dict:

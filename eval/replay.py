@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from eval.machine import CpuMeter, CpuShare, engine_binding, machine_line, wait_for_quiet
 from eval.metrics import QueryResult, percentile
-from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, run_query
+from eval.systems import BASELINE, SYSTEMS, floor, floor_warmed, full_prefill, one_shot_capacity, run_query
 from eval.texts import materialize
 from eval.trace import Trace
 from eval.workloads import describe
@@ -130,7 +130,7 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
             full[q.id] = min([await full_prefill(engine, q, nonces.next()) for _ in range(floor_repeats)])
             bar.update()
         floor_cpu = meter.stop()
-        capacity = len(queries) / max(sum(full.values()), 1e-9)
+        capacity = one_shot_capacity(list(full.values()))
         if load is not None:
             qps_levels = [round(f * capacity, 3) for f in load]
         time_scale = 1.0

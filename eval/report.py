@@ -95,11 +95,11 @@ def format_table(report: dict) -> str:
     meta, fl = report["meta"], report["floor"]["summary"]
     trace = meta["trace"]
     engine = meta["engine"]
+    held = (f" x{meta['time_scale']:.3g} (prefill share held at {_pct(meta['prefill_share_given'])})"
+            if meta.get("prefill_share_given") else "")
     lines = [
         f"{trace.get('workload')}: {len(report['floor']['queries'])} queries, model "
-        f"{engine.get('model')}, tokens /{trace.get('size_factor')}, time x{trace.get('time_factor')}"
-        + (f" x{meta['time_scale']:.3g} (prefill share held at {_pct(meta['prefill_share_given'])})"
-           if meta.get("prefill_share_given") else "") + ", "
+        f"{engine.get('model')}, tokens /{trace.get('size_factor')}, time x{trace.get('time_factor')}{held}, "
         f"{meta['machine']['cpus']} CPUs",
         machine_text(meta),
         f"floor TTFT P50 {_ms(fl['ttft_last_p50_s'])} P95 {_ms(fl['ttft_last_p95_s'])}; "

@@ -127,6 +127,12 @@ async def full_prefill(engine, q: ReplayQuery, nonce: int) -> float:
     return t_first - t0
 
 
+def one_shot_capacity(prefill_s: list[float]) -> float:
+    """Queries per second one-shot can serve: the queries over the sum of their whole-prompt
+    prefill times on the idle engine (`full_prefill`)."""
+    return len(prefill_s) / max(sum(prefill_s), 1e-9)
+
+
 def _context_ids(template, pieces: list[list[int]], event: ReplayEvent) -> list[list[int]]:
     """Token ids per context position after `event`, laid out exactly as a session does."""
     if event.op == "append":

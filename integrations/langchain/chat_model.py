@@ -203,7 +203,6 @@ class StreamRAGChatModel(BaseChatModel):
                                "json_schema": {"name": json_schema.get("title", "answer"), "schema": json_schema}}
         else:
             raise ValueError(f"method: {method!r}: use 'json_schema', 'function_calling' or 'json_mode'")
-        from_response_format(response_format)  # a bad schema fails here, not at the first call
         model = self.bind(response_format=response_format)
         pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
         parser = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
