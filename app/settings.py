@@ -20,8 +20,8 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
-    model: str = Field("default", description='"default" (SmolLM2-135M-Instruct), "tiny" (test model) or a '
-                                              "Hugging Face model folder")
+    model: str = Field("default", description='"default" (SmolLM2-135M-Instruct), "gemma3-270m" (Gemma 3 270M, '
+                                              'once prepared), "tiny" (test model) or a Hugging Face model folder')
     served_model_name: str | None = Field(None, description="the model name clients send (unset: from the model)")
     data_dir: str | None = Field(None, description="where the embedded Qdrant keeps its data (unset: ./data)")
     cache_dir: str | None = Field(None, description="where prepared models live (unset: ./.cache)")

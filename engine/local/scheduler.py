@@ -55,6 +55,9 @@ class StreamScheduler(Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         die_with_parent()  # built in vLLM's engine-core process: it must not outlive the server
+        if vi.kv_cache_groups(self) != 1:  # cut_blocks and held_blocks edit one group's block list
+            raise RuntimeError(f"streamrag needs one KV cache group, vLLM made {vi.kv_cache_groups(self)}; "
+                               "start it with disable_hybrid_kv_cache_manager=True")
         self._options = SchedulerOptions.from_dict((self.vllm_config.additional_config or {}).get(CONFIG_KEY, {}))
         opts = self._options
         self._ledger = SchedulerLedger(opts.ledger_dir) if opts.ledger_dir else None

@@ -40,6 +40,7 @@ def check_vllm_internals() -> None:
                             "self.block_hashes", "self.num_computed_tokens")),
         (SingleTypeKVCacheManager.__init__, ("self.req_to_blocks", "self.num_cached_block")),
         (Scheduler.__init__, ("self.block_size", "self.hash_block_size", "self.kv_cache_manager",
+                              "self.kv_cache_config",
                               "self.running", "self.waiting", "self.kv_holding_waiting", "self.requests",
                               "self.deferred_frees", "self.sched_step_seq")),
         (Scheduler._update_request_as_session, ("session.block_hashes", "update.prompt_token_ids")),
@@ -94,6 +95,12 @@ def replace_queue(queue, requests) -> None:
 
 
 # -- blocks --------------------------------------------------------------------------------
+def kv_cache_groups(sched: Scheduler) -> int:
+    """How many KV cache groups vLLM made: one unless a model mixes attention types (sliding
+    window, Mamba) and the hybrid KV cache manager is on."""
+    return len(sched.kv_cache_config.kv_cache_groups)
+
+
 def free_blocks(sched: Scheduler) -> int:
     return sched.kv_cache_manager.block_pool.get_num_free_blocks()
 
