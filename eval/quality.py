@@ -20,13 +20,16 @@ way a client asks it: a streamed `POST /v1/chat/completions` with `retrieval` an
 Before a question's settings are measured, one unmeasured request warms the engine's prefix
 cache for it, so every setting meets the same cache. eval/quality_report.py turns the records
 into the table, the Pareto front and the plot.
+
+A whole run is hours on 2 cores, so each question's records are appended to a journal as soon
+as its settings are measured; `--resume` goes on from it (JOURNAL below), asking nothing twice.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -51,6 +54,11 @@ SETTINGS: dict[str, dict | None] = {
     "max_wait_s=0.5": {"max_wait_s": 0.5},
 }
 QUICK_SETTINGS = ("done", "min_chunks=1", "stable_updates=1", "max_wait_s=0.02")
+JOURNAL = "quality-records.jsonl"  # in the output folder: the run's parameters, then one record per line
+
+
+class JournalMismatch(ValueError):
+    """The journal to resume was written by a run with other parameters."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +153,36 @@ def evidence_in(shown: tuple[str, ...], evidence: list[str]) -> bool | None:
     return any(_flat(e) in t for e in evidence for t in flat)
 
 
+def journal_params(settings: tuple[str, ...], modes: tuple[str, ...], collection: str, max_tokens: int,
+                   served: str | None) -> dict:
+    """What a resumed run must share with the run that wrote the journal (`served`: which model
+    or server answered); the question set may grow."""
+    ordered = ("done", *[s for s in settings if s != "done"])
+    return {"settings": list(ordered), "modes": list(modes), "collection": collection, "max_tokens": max_tokens,
+            "served": served}
+
+
+def read_journal(path: Path, params: dict) -> list[QualityRecord]:
+    """The records of an earlier run with the same `params` (its first line), in order."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        return []
+    written = json.loads(lines[0])
+    if written != params:
+        changed = sorted(k for k in params.keys() | written.keys() if params.get(k) != written.get(k))
+        raise JournalMismatch(f"{path} was written by a run with other {', '.join(changed)}; "
+                              "give the same options, or another --out to start afresh")
+    return [QualityRecord(**json.loads(line)) for line in lines[1:]]
+
+
 async def run_quality(base_url: str, questions: list[dict], settings: tuple[str, ...], modes: tuple[str, ...],
                       collection: str, max_tokens: int, model: str | None = None, api_key: str | None = None,
-                      progress: bool = True) -> list[QualityRecord]:
-    """Every (mode, question, setting), "done" first within a question (the others compare to it)."""
+                      progress: bool = True, journal: Path | None = None, resume: bool = False,
+                      served: str | None = None) -> list[QualityRecord]:
+    """Every (mode, question, setting), "done" first within a question (the others compare to it).
+
+    `journal`: append each question's records there as they are measured; with `resume`, first
+    read the records it holds and ask only the (mode, question) pairs it lacks."""
     from rouge_score.rouge_scorer import RougeScorer
 
     rouge = RougeScorer(["rougeL"], use_stemmer=True)
@@ -156,24 +190,39 @@ async def run_quality(base_url: str, questions: list[dict], settings: tuple[str,
     def rouge_l(target: str, prediction: str) -> float | None:
         return rouge.score(target, prediction)["rougeL"].fmeasure if target and prediction else None
 
-    ordered = ("done", *[s for s in settings if s != "done"])
+    params = journal_params(settings, modes, collection, max_tokens, served or model)
+    ordered = tuple(params["settings"])
+    records = read_journal(journal, params) if resume and journal is not None and journal.is_file() else []
+    if journal is not None and not records:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal.write_text(json.dumps(params) + "\n")
+    measured = {(r.mode, r.question) for r in records}
+    full = {r.question: r.answer for r in records if r.mode == modes[0] and r.setting == "done"}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    records: list[QualityRecord] = []
-    full: dict[str, str] = {}  # question -> the whole-context answer of the first mode
-    total = len(modes) * len(questions) * (len(ordered) + 1)
+    per_question = len(ordered) + 1
+    total = len(modes) * len(questions) * per_question
     async with httpx.AsyncClient(base_url=base_url, timeout=600, headers=headers) as http:
         with tqdm(total=total, desc="quality", unit="answer", disable=not progress) as bar:
             for mode in modes:
                 for row in questions:
+                    if (mode, row["id"]) in measured:
+                        bar.update(per_question)
+                        continue
                     await ask(http, row["question"], collection, mode, None, max_tokens, model)  # warm the cache
                     bar.update()
+                    group = []
                     for setting in ordered:
                         a = await ask(http, row["question"], collection, mode, SETTINGS[setting], max_tokens, model)
                         if setting == "done" and mode == modes[0]:
                             full[row["id"]] = a.text
-                        records.append(QualityRecord(
+                        group.append(QualityRecord(
                             row["id"], row["kind"], mode, setting, a.finished, a.gate_reason, a.ttft_ms,
                             a.ttft_after_context_ms, a.context_events, evidence_in(a.shown, row["evidence"]),
                             rouge_l(full.get(row["id"], ""), a.text), rouge_l(row["answer"], a.text), a.text, a.error))
                         bar.update()
-    return [r for r in records if r.setting in settings]
+                    records += group
+                    if journal is not None:  # a whole question at a time: a resumed run never holds half of one
+                        with journal.open("a") as out:
+                            out.writelines(json.dumps(asdict(r)) + "\n" for r in group)
+    wanted = {(m, q["id"]) for m in modes for q in questions}
+    return [r for r in records if r.setting in settings and (r.mode, r.question) in wanted]

@@ -12,7 +12,17 @@ import sys
 from pathlib import Path
 
 from eval.machine import machine_line
-from eval.quality import MODES, QUICK_SETTINGS, SETTINGS, load_questions, run_quality
+from eval.quality import (
+    JOURNAL,
+    MODES,
+    QUICK_SETTINGS,
+    SETTINGS,
+    JournalMismatch,
+    journal_params,
+    load_questions,
+    read_journal,
+    run_quality,
+)
 from eval.quality_report import build_report, format_table, write_report
 
 QUICK_QUESTIONS = 5
@@ -48,6 +58,16 @@ async def quality_bench(args: argparse.Namespace) -> int:
     questions = load_questions(limit)
     modes = tuple(args.modes or MODES)
     out = args.out
+    max_tokens = args.max_tokens or MAX_TOKENS
+    served = args.server or f"--model {args.model}"  # which answers a resumed run may join
+    journal = out / JOURNAL
+    if args.resume and journal.is_file():  # refuse a mismatch before a server is started
+        try:
+            done = read_journal(journal, journal_params(settings, modes, args.collection, max_tokens, served))
+        except JournalMismatch as error:
+            print(f"streamrag bench: error: --resume: {error}", file=sys.stderr)
+            return 2
+        print(f"bench --quality: resuming from {journal} ({len(done)} answers measured)", file=sys.stderr)
     server = None
     url = args.server
     if url is None:
@@ -60,14 +80,15 @@ async def quality_bench(args: argparse.Namespace) -> int:
         if server is not None:
             await server.wait_ready()
             url = server.url
-        records = await run_quality(url, questions, settings, modes, args.collection, args.max_tokens or MAX_TOKENS,
-                                    model=None, api_key=args.api_key, progress=not args.no_progress)
+        records = await run_quality(url, questions, settings, modes, args.collection, max_tokens, model=None,
+                                    api_key=args.api_key, progress=not args.no_progress, journal=journal,
+                                    resume=args.resume, served=served)
     finally:
         if server is not None:
             server.stop()
     meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine_line(),
             "model": args.model if server is not None else f"the server's ({url})", "questions": len(questions),
-            "modes": list(modes), "settings": list(settings), "max_tokens": args.max_tokens or MAX_TOKENS,
+            "modes": list(modes), "settings": list(settings), "max_tokens": max_tokens,
             "sampling": "greedy (temperature 0, seed 0)", "collection": args.collection}
     report = build_report(records, meta)
     print(format_table(report))

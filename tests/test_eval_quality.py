@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app.cli import main as cli_main
-from eval.quality import QUICK_SETTINGS, evidence_in, load_questions, run_quality
+from eval.quality import JOURNAL, QUICK_SETTINGS, evidence_in, load_questions, run_quality
 from eval.quality_report import build_report, format_table, pareto
 
 
@@ -59,6 +59,25 @@ async def test_the_command_writes_table_json_and_plot(app_server, tmp_path, caps
     assert report["meta"]["machine"]["logical_cpus"] >= 1 and report["meta"]["questions"] == 2
     assert len(report["records"]) == 4 and (tmp_path / "quality.png").stat().st_size > 0
     assert "min_chunks=1" in capsys.readouterr().out
+
+
+async def test_an_interrupted_run_resumes_without_asking_twice(app_server, tmp_path, capsys):
+    def argv(questions: int, *extra: str, max_tokens: int = 4) -> list[str]:
+        return ["bench", "--quality", "--server", app_server, "--questions", str(questions), "--settings", "done",
+                "--modes", "update", "--max-tokens", str(max_tokens), "--out", str(tmp_path), "--no-progress", *extra]
+
+    assert await asyncio.to_thread(cli_main, argv(1)) == 0  # as if stopped after the first question
+    first = json.loads((tmp_path / "quality.json").read_text())["records"]
+    assert await asyncio.to_thread(cli_main, argv(2, "--resume")) == 0
+    assert "resuming from" in capsys.readouterr().err
+    records = json.loads((tmp_path / "quality.json").read_text())["records"]
+    assert [r["question"] for r in records] == [first[0]["question"], load_questions(2)[1]["id"]]
+    assert records[0] == first[0]  # read back from the journal, not asked again
+    journal = (tmp_path / JOURNAL).read_text().splitlines()
+    assert len(journal) == 1 + 2 and json.loads(journal[0])["max_tokens"] == 4
+
+    assert await asyncio.to_thread(cli_main, argv(2, "--resume", max_tokens=8)) == 2
+    assert "max_tokens" in capsys.readouterr().err  # a run with other options does not join the journal
 
 
 @pytest.mark.parametrize("argv", [["bench"], ["bench", "--quality", "--settings", "nope", "--server", "http://x"]])

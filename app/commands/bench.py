@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", nargs="+", choices=("update", "append"), help="--quality: retrieval modes (both)")
     p.add_argument("--questions", type=int, metavar="N", help="--quality: the first N questions (--quick: 5)")
     p.add_argument("--collection", default="python-docs", help="--quality: the collection asked (python-docs)")
+    p.add_argument("--resume", action="store_true",
+                   help="--quality: go on from the records an interrupted run with the same options left in --out")
     p.add_argument("--data-dir", help="--quality without --server: the data folder the server uses")
     p.add_argument("--load", type=float, nargs="+", metavar="F",
                    help="load levels as fractions of the measured one-shot capacity, one pass per system each "
@@ -85,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "on a second engine with vLLM's own order, unless this is vllm (one engine for all). "
                         "Not with --server, whose engine has its own policy")
     p.add_argument("--model", default="default",
-                   help='"default", "tiny", a model folder, or random:llama-1b / random:llama-8b (random weights '
+                   help='"default", "gemma3-270m", "tiny", a model folder, or random:llama-1b / random:llama-8b (random weights '
                         "of a real shape, for TTFT)")
     p.add_argument("--block-size", type=int, default=64, help="KV block size (multiple of 32)")
     p.add_argument("--max-num-batched-tokens", type=int, default=4096)
