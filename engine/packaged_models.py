@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,7 +106,8 @@ def joined_gguf(parts: list[Path], spec: PackagedModel, models: Path, say: Calla
     if len(parts) == 1 and spec.sha256 is None:
         yield parts[0]
         return
-    with tempfile.TemporaryDirectory(prefix=f".{spec.folder}.gguf-", dir=models) as tmp:
+    # Named like engine.models' own build folders, so a killed run's copy is removed by the next one.
+    with tempfile.TemporaryDirectory(prefix=f".{spec.folder}.tmp-{os.getpid()}-gguf-", dir=models) as tmp:
         joined = Path(tmp) / f"{spec.folder}.gguf"
         say(f"joining {len(parts)} parts into {joined.name}")
         digest = hashlib.sha256()
