@@ -78,7 +78,7 @@ def sampling_args(request: Request, body: SamplingFields, engine: Engine, prompt
         engine.check_sampling(sampling)  # a schema the engine cannot compile: refused before any work
     except ConfigError as error:
         param = "response_format" if error.field == "json_schema" else error.field
-        raise APIError(400, f"{param}: {str(error).split(': ', 1)[-1]}", param=param, code="invalid_value") from None
+        raise APIError(400, f"{param}: {error.detail}", param=param, code="invalid_value") from None
     return sampling
 
 

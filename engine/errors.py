@@ -17,6 +17,7 @@ class ConfigError(StreamRAGError, ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.detail = message  # without the field's name, for an edge that names the field its own way
         super().__init__(f"{field}: {message}")
 
 

@@ -25,6 +25,7 @@ class ServerError(StreamRAGError, RuntimeError):
         self.status = status
         self.code = code
         self.field = param or "request"
+        self.detail = message  # as ConfigError has it
         Exception.__init__(self, f"{url}: HTTP {status}: {message}" if status else f"{url}: {message}")
 
     @staticmethod
