@@ -62,6 +62,8 @@ class Settings(BaseSettings):
                                             "(app/quiet_logs.py; VLLM_LOGGING_LEVEL in the environment sets the "
                                             "level, VLLM_LOGGING_CONFIG_PATH replaces it all)")
     drain_s: float = Field(10.0, ge=0, description="on SIGTERM, how long live streams get to end before exit")
+    stop_with_parent: bool = Field(False, description="stop as on SIGTERM when the process that started the server "
+                                   "exits, however it ends (for benches and tests that start a server of their own)")
 
     @property
     def model_name(self) -> str:

@@ -191,4 +191,5 @@ class StreamRAGServerProcess(ServerProcess):
         self.args = tuple(args)
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--stop-with-parent", *self.args]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 
 import httpx
 import psutil
@@ -126,3 +127,38 @@ async def test_no_restart_exits_with_status_3(tmp_path_factory):
         assert code == 3, server.log_tail()
     finally:
         server.stop()
+
+
+async def test_a_server_started_by_a_killed_bench_stops_with_it(tmp_path):
+    """`StreamRAGServerProcess` passes --stop-with-parent: SIGKILL the process that started the
+    server (a bench killed mid-run: no `finally` runs) and the server and its engine core exit."""
+    build_tiny_model()
+    code = (
+        "import sys, time\n"
+        "from eval.server_process import StreamRAGServerProcess\n"
+        f"s = StreamRAGServerProcess({str(tmp_path / 'server.log')!r}, {ARGS!r}, env={ENV!r})\n"
+        "s.start()\n"
+        "print(s.pid, s.port, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    bench = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    try:
+        pid, port = map(int, (await asyncio.wait_for(bench.stdout.readline(), 60)).split())
+
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as http:
+                    return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await _until(ready, timeout_s=300, what="the server to answer /health")
+        server = psutil.Process(pid)
+        core = [p for p in server.children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+        bench.kill()
+        await bench.wait()
+        gone, alive = await asyncio.to_thread(psutil.wait_procs, [server, *core], 60)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        if bench.returncode is None:
+            bench.kill()

@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from retrievers.paths import cache_dir
 
     settings = settings_of(args)
+    if settings.stop_with_parent:  # a killed bench must not leave its server holding the port and the store
+        import signal
+
+        from engine.local.lifeline import die_with_parent
+
+        die_with_parent(signal.SIGTERM)
     configure(settings.vllm_log_level, Path(settings.cache_dir) if settings.cache_dir else cache_dir())  # before vLLM
 
     from app.drain import DrainingServer
