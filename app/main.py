@@ -32,6 +32,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         model=settings.model, max_model_len=settings.max_model_len, block_size=settings.block_size,
         kv_cache_gib=settings.kv_cache_gib, cache_dir=settings.cache_dir,
         record_steps=settings.record_steps, policy=settings.policy, cpu_cores=settings.cpu_cores,
+        busy_poll=settings.busy_poll,
     )
 
 

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     kv_cache_gib: float = Field(2.0, gt=0, description="KV cache memory of the in-process engine")
     cpu_cores: str | None = Field(None, description='CPU cores the in-process engine computes on ("0-3"; unset: '
                                   "vLLM's choice, every core but one kept for its scheduler process)")
+    busy_poll: bool | None = Field(None, description="let vLLM's engine core and worker spin on their shared queues "
+                                                     "(unset: off on CPU, on elsewhere)")
     policy: Policy = Field("fcfs", description="scheduling policy: fcfs, lcas, mcps, or vllm (stock vLLM's order)")
     restart: bool = Field(True, description="restart a dead engine (--no-restart: exit with status 3 instead)")
     record_steps: bool = Field(False, description="record vLLM's per-step scheduled tokens in the ledger (tests)")

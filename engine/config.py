@@ -79,6 +79,11 @@ class EngineConfig:
         None: vLLM's own choice (on x86 every physical core but the last, which it keeps for
         the engine's scheduler process; one core of two on a 2-core machine). Engines that run
         at the same time should get disjoint cores. Ignored by GPU builds.
+    busy_poll: whether vLLM's engine core and worker spin on the shared-memory queues between
+        them for a second after each message, as vLLM does (its GPU latency trade). Off, they
+        sleep on the queue's notification a millisecond at a time instead (vllm_internals.
+        stop_busy_polling). None: off on CPU, where the two spinning processes would hold the
+        cores the server, the retrievers and the worker's compute need; on elsewhere.
     """
 
     model: str = "default"
@@ -102,6 +107,7 @@ class EngineConfig:
     seed: int = 0
     cpu_cores: str | None = None
     gpu_memory_utilization: float | None = None
+    busy_poll: bool | None = None
     platform: Platform | None = None  # None: the installed vLLM build's (vllm_platform())
 
     def __post_init__(self) -> None:
@@ -137,6 +143,8 @@ class EngineConfig:
         for name in ("preempt_idle", "isolate_final"):
             if getattr(self, name) not in (None, True, False):
                 raise ConfigError(name, f"{getattr(self, name)!r}: use True, False or None (on unless policy is 'vllm')")
+        if self.busy_poll not in (None, True, False):
+            raise ConfigError("busy_poll", f"{self.busy_poll!r}: use True, False or None (off on CPU, on elsewhere)")
         if self.max_piece_tokens is not None and self.max_piece_tokens < 1:
             raise ConfigError("max_piece_tokens", f"{self.max_piece_tokens} must be >= 1 (or None: no limit)")
         check_update_mode(self.update_mode)
@@ -165,6 +173,11 @@ class EngineConfig:
     def idle_preemption(self) -> bool:
         """`preempt_idle` with its default resolved: on for every policy but "vllm"."""
         return self.policy != "vllm" if self.preempt_idle is None else self.preempt_idle
+
+    @property
+    def busy_polling(self) -> bool:
+        """`busy_poll` with its default resolved: off on CPU, on elsewhere."""
+        return self.on != "cpu" if self.busy_poll is None else self.busy_poll
 
     @property
     def final_isolation(self) -> bool:

@@ -271,7 +271,7 @@ def _engine_meta(engine) -> dict:
         return {"server": engine.base_url, "model": engine.model_name}
     config = engine.config
     return {**asdict(config), "model_path": str(engine.model_path), "dtype": config.resolved_dtype,
-            "platform": config.on, "max_piece_tokens": config.piece_tokens}
+            "platform": config.on, "max_piece_tokens": config.piece_tokens, "busy_poll": config.busy_polling}
 
 
 def _machine() -> dict:

@@ -145,7 +145,9 @@ def machine_text(meta: dict) -> str:
             f"{m.get('physical_cores', m['cpus'])} cores"
             + (f" held to {m['cpu_quota']:g} of a core per process" if m.get("cpu_quota") else "")
             + f"; {engines or 'engines: -'}"
-            + (f"; one-shot capacity {capacity:.2f} QPS" if capacity else ""))
+            + (f"; one-shot capacity {capacity:.2f} QPS" if capacity else "")
+            + {True: "; vLLM's queue readers spin", False: "; vLLM's queue readers sleep"}.get(
+                meta.get("engine", {}).get("busy_poll"), ""))
 
 
 def _policies(meta: dict) -> str:

@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(per-query median, measured in the floor pass): two machines compared at one share")
     p.add_argument("--engine-cores", metavar="CORES",
                    help='CPU cores each in-process engine computes on, e.g. "0" or "0-1" (default: vLLM\'s binding)')
+    p.add_argument("--busy-poll", action="store_true", default=None,
+                   help="let vLLM's engine core and worker spin on their shared queues, as vLLM does "
+                        "(default: off on CPU; EngineConfig.busy_poll)")
     p.add_argument("--queries", type=int, default=30, metavar="N", help="queries in the trace (30)")
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_QUERIES} queries at one load level: a few minutes on 2 cores")
@@ -191,7 +194,7 @@ async def _bench(args: argparse.Namespace) -> int:
                 block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
                 max_num_batched_tokens=args.max_num_batched_tokens, record_steps=True, policy="vllm",
                 cpu_cores=args.engine_cores, dtype=args.dtype, gpu_memory_utilization=args.gpu_memory_utilization,
-                max_piece_tokens=args.max_piece_tokens,
+                max_piece_tokens=args.max_piece_tokens, busy_poll=args.busy_poll,
             )
         except ConfigError as error:
             print(f"streamrag bench: error: {error}", file=sys.stderr)

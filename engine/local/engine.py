@@ -80,7 +80,7 @@ class StreamEngine:
 
         from engine.local.markers import CONFIG_KEY
         from engine.local.scheduler import SCHEDULER_CLS
-        from engine.local.vllm_internals import check_vllm_internals
+        from engine.local.vllm_internals import WORKER_HOOKS, check_vllm_internals
 
         check_vllm_internals()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
@@ -115,12 +115,15 @@ class StreamEngine:
             # JSON tokens pads forever. vLLM reads this per engine (ignoring a request's own
             # flag), and only its xgrammar and guidance backends honour it.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+            worker_extension_cls=WORKER_HOOKS,  # busy polling off in the worker (below)
             **({} if cfg.gpu_memory_utilization is None else {"gpu_memory_utilization": cfg.gpu_memory_utilization}),
         )
         if cfg.on == "cuda" and importlib.util.find_spec("flashinfer") is None:
             os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # used when present, not required
         with _core_binding(cfg.cpu_cores):  # read by vLLM's worker process as it starts
             self._llm = AsyncLLM.from_engine_args(args)
+        if not cfg.busy_polling:  # the worker's side; the scheduler stops the engine core's
+            await self._llm.collective_rpc("streamrag_stop_busy_polling")
         self._watchdog = asyncio.create_task(self._watch(), name="streamrag-engine-watchdog")
 
     async def close(self) -> None:
@@ -268,9 +271,7 @@ class StreamEngine:
     async def wait_for_blocks(self, expected: int = 0, timeout_s: float = 10.0) -> int:
         """Poll `kv_blocks_in_use()` until it equals `expected` or the time is up."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while (used := self.kv_blocks_in_use()) != expected:
-            if asyncio.get_running_loop().time() > deadline:
-                break
+        while (used := self.kv_blocks_in_use()) != expected and asyncio.get_running_loop().time() <= deadline:
             await asyncio.sleep(0.05)
         return used
 
@@ -286,11 +287,9 @@ class StreamEngine:
 def _core_binding(cores: str | None):
     """vLLM reads its CPU binding from the environment of the processes it starts: set it for
     the start of this engine alone."""
-    if cores is None:
-        yield
-        return
     before = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
+    if cores is not None:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
     try:
         yield
     finally:

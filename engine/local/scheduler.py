@@ -60,6 +60,8 @@ class StreamScheduler(Scheduler):
                                "start it with disable_hybrid_kv_cache_manager=True")
         self._options = SchedulerOptions.from_dict((self.vllm_config.additional_config or {}).get(CONFIG_KEY, {}))
         opts = self._options
+        if not opts.busy_poll:  # this process's side of the queues to the worker (vllm_internals)
+            vi.stop_busy_polling()
         self._ledger = SchedulerLedger(opts.ledger_dir) if opts.ledger_dir else None
         self._cost = CostModel.load(opts.cost_model) if opts.cost_model else CostModel.recompute_only()
         self._meta: dict[str, RequestMeta] = {}

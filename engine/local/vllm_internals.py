@@ -11,6 +11,7 @@ of it fails loudly, naming what moved, instead of misbehaving quietly.
 from __future__ import annotations
 
 import inspect
+import time
 
 import vllm
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -58,6 +59,11 @@ def check_vllm_internals() -> None:
         problems.append("SchedulerOutput.num_scheduled_tokens is gone")
     problems += [f"RequestStatus.{s} is gone" for s in ("WAITING_FOR_STREAMING_REQ", "WAITING", "PREEMPTED")
                  if not hasattr(RequestStatus, s)]
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+    wait_source = inspect.getsource(SpinCondition.wait)  # stop_busy_polling wraps it
+    problems += [f"SpinCondition.wait no longer has {n}" for n in ("self.last_read + self.busy_loop_s", "timeout=timeout_ms")
+                 if n not in wait_source]
     if problems:
         raise VLLMInternalsError(
             "streamrag's scheduler (engine/local/) was written for vLLM "
@@ -165,3 +171,61 @@ def cut_blocks(sched: Scheduler, request, cut: int) -> int:
 
 def _managers(sched: Scheduler) -> list:
     return sched.kv_cache_manager.coordinator.single_type_managers
+
+
+# -- busy polling -------------------------------------------------------------------------------
+QUIET_POLL_MS = 1  # the longest a quiet reader sleeps inside vLLM's busy window
+
+
+def stop_busy_polling() -> None:
+    """Make this process's readers of vLLM's shared-memory queues sleep instead of spin.
+
+    vLLM's engine core and its worker pass every step through shared-memory queues. After each
+    message a reader spins (sched_yield) for `SpinCondition.busy_loop_s`, a second, before it
+    sleeps on a ZMQ notification: the engine core while the worker computes, the worker between
+    steps. A streaming session sends a piece every few hundred ms, so on a CPU machine both
+    processes spin without pause and hold cores the server and the retrievers need. Inside that
+    window this reader now sleeps on the notification socket for at most `QUIET_POLL_MS` at a
+    time and then looks at the queue again. The bound matters: vLLM's notifications are best
+    effort (a dropped one leaves an idle reader asleep until its 5 s recheck), so a reader that
+    only slept until notified would stall a step now and then. Outside the window vLLM's own
+    idle wait is unchanged. Idempotent; it changes only the process it runs in (the engine core
+    through the scheduler, the worker through `WorkerHooks`)."""
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+    if getattr(SpinCondition.wait, "streamrag_quiet", False):
+        return
+    spinning_wait = SpinCondition.wait
+
+    def wait(self, timeout_ms: int | None = None) -> None:
+        if time.monotonic() > self.last_read + self.busy_loop_s:
+            return spinning_wait(self, timeout_ms)  # vLLM's idle wait
+        window, self.busy_loop_s = self.busy_loop_s, 0  # spinning_wait then polls the socket
+        try:
+            spinning_wait(self, QUIET_POLL_MS if timeout_ms is None else min(timeout_ms, QUIET_POLL_MS))
+        finally:
+            self.busy_loop_s = window
+
+    wait.streamrag_quiet = True
+    SpinCondition.wait = wait
+
+
+def busy_polling() -> bool:
+    """Whether this process's shared-memory queue readers still spin (vLLM's default)."""
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+    return not getattr(SpinCondition.wait, "streamrag_quiet", False)
+
+
+class WorkerHooks:
+    """vLLM mixes this class into its worker (engine argument `worker_extension_cls`), so the
+    engine can run these methods in the worker's process with `collective_rpc`."""
+
+    def streamrag_stop_busy_polling(self) -> None:
+        stop_busy_polling()
+
+    def streamrag_busy_polling(self) -> bool:
+        return busy_polling()
+
+
+WORKER_HOOKS = "engine.local.vllm_internals.WorkerHooks"
