@@ -19,19 +19,18 @@ from pathlib import Path
 import psutil
 
 from engine import EngineConfig, Sampling, StreamEngine
-from eval.machine import machine_line
+from eval.machine import cpu_seconds_by_name, machine_line
 from retrievers import Chunk
 
 TEXT = "The for statement iterates over the items of any sequence, in the order that they appear. " * 50
 
 
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of this process ("server") and of vLLM's processes, by name."""
+    """CPU seconds so far of vLLM's processes, by name, and of everything else here ("server")."""
     out: dict[str, float] = {}
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        name = process.name().removeprefix("VLLM::") if process.name().startswith("VLLM::") else "server"
-        times = process.cpu_times()
-        out[name] = out.get(name, 0.0) + times.user + times.system
+    for name, seconds in cpu_seconds_by_name(psutil.Process()).items():
+        key = name.removeprefix("VLLM::") if name.startswith("VLLM::") else "server"
+        out[key] = out.get(key, 0.0) + seconds
     return out
 
 

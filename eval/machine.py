@@ -37,15 +37,21 @@ def _busy_s() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def _ours_s(process: psutil.Process) -> float:
-    total = 0.0
+def cpu_seconds_by_name(process: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far of `process` and every process under it, summed by process name
+    (vLLM names its own: "VLLM::EngineCore", "VLLM::Worker")."""
+    out: dict[str, float] = {}
     for p in [process, *process.children(recursive=True)]:
         try:
-            c = p.cpu_times()
-            total += c.user + c.system
+            name, c = p.name(), p.cpu_times()
         except psutil.NoSuchProcess:
-            pass  # a child that ended counts no more; its time is in the machine's busy total
-    return total
+            continue  # a child that ended counts no more; its time is in the machine's busy total
+        out[name] = out.get(name, 0.0) + c.user + c.system
+    return out
+
+
+def _ours_s(process: psutil.Process) -> float:
+    return sum(cpu_seconds_by_name(process).values())
 
 
 class CpuMeter:

@@ -20,6 +20,7 @@ from vllm.utils.network_utils import get_open_zmq_ipc_path
 import engine.local.vllm_internals as vi
 from engine import EngineConfig
 from engine.local.options import SchedulerOptions
+from eval.machine import cpu_seconds_by_name
 from retrievers.events import Chunk
 
 
@@ -74,12 +75,7 @@ def test_busy_poll_rejects_a_non_boolean():
 
 def vllm_cpu_seconds() -> float:
     """CPU seconds used so far by vLLM's engine core and worker (this process's children)."""
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        if child.name().startswith("VLLM::"):
-            times = child.cpu_times()
-            total += times.user + times.system
-    return total
+    return sum(s for name, s in cpu_seconds_by_name(psutil.Process()).items() if name.startswith("VLLM::"))
 
 
 async def test_the_worker_stops_busy_polling_on_cpu(engine):
