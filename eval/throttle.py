@@ -19,6 +19,7 @@ groups there (root). The groups are removed when the command ends.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +89,10 @@ def main() -> int:
     except (ValueError, RuntimeError) as error:
         p.error(str(error))
     child = subprocess.Popen(command)
+    # A signal that ends the throttle is passed on to the command, and the throttle waits for
+    # it: dying at once would leave the command running, still in its cgroups.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     try:
         root = psutil.Process(child.pid)
         while child.poll() is None:

@@ -5,9 +5,11 @@ quota, and the groups are gone afterwards. Checked through the quota each proces
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from eval.throttle import CPU_ROOT
@@ -48,3 +50,23 @@ def test_a_fraction_out_of_range_is_refused():
     out = subprocess.run([sys.executable, "-m", "eval.throttle", "--fraction", "2", "--", "true"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--fraction" in out.stderr
+
+
+def test_a_signal_to_the_throttle_ends_the_command_and_the_groups_go():
+    # The command prints its pid once it is under a quota, then waits to be ended.
+    waiter = ("import os, time\nfrom eval.machine import cpu_quota\n"
+              "while cpu_quota() is None:\n    time.sleep(0.05)\n"
+              "print(os.getpid(), flush=True)\ntime.sleep(120)\n")
+    throttle = subprocess.Popen([sys.executable, "-m", "eval.throttle", "--", sys.executable, "-c", waiter],
+                                stdout=subprocess.PIPE, text=True)
+    command = psutil.Process(int(throttle.stdout.readline()))
+    try:
+        throttle.send_signal(signal.SIGTERM)
+        throttle.wait(timeout=60)
+        command.wait(timeout=10)  # raises TimeoutExpired if the command outlived the throttle
+    finally:
+        if throttle.poll() is None:
+            throttle.kill()
+        if command.is_running():  # only where the test fails: nothing may outlive it
+            command.kill()
+    assert not (CPU_ROOT / "streamrag-throttle").exists()

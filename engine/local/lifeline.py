@@ -6,11 +6,17 @@ holding its memory. Linux can tie a child to its parent: `PR_SET_PDEATHSIG` deli
 to the child when the parent exits. streamrag's scheduler is built inside the engine-core
 process, so it sets this there (engine/local/scheduler.py). vLLM's own workers already watch
 their parent, the engine core.
+
+The signal is only armed from the call on, and the scheduler is built after the model is
+loaded: a parent killed during those seconds has already gone. A process started by
+`multiprocessing` (vLLM's engine core is) knows its parent's pid from its start, so a parent
+lost before the call is noticed too.
 """
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,7 +28,8 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     """Ask the kernel to send `sig` to this process when its parent exits. True if set."""
     if not sys.platform.startswith("linux"):
         return False
-    parent = os.getppid()
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None else os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return False
