@@ -61,6 +61,7 @@ async def quality_bench(args: argparse.Namespace) -> int:
     max_tokens = args.max_tokens or MAX_TOKENS
     served = args.server or f"--model {args.model}"  # which answers a resumed run may join
     journal = out / JOURNAL
+    done: list = []
     if args.resume and journal.is_file():  # refuse a mismatch before a server is started
         try:
             done = read_journal(journal, journal_params(settings, modes, args.collection, max_tokens, served))
@@ -68,6 +69,12 @@ async def quality_bench(args: argparse.Namespace) -> int:
             print(f"streamrag bench: error: --resume: {error}", file=sys.stderr)
             return 2
         print(f"bench --quality: resuming from {journal} ({len(done)} answers measured)", file=sys.stderr)
+    wanted = {(m, q["id"], s) for m in modes for q in questions for s in settings}
+    if done and wanted <= {(r.mode, r.question, r.setting) for r in done}:
+        print("bench --quality: every answer is in the journal; reporting without asking again", file=sys.stderr)
+        records = [r for r in done if (r.mode, r.question, r.setting) in wanted]
+        return _report(records, args, questions, modes, settings, max_tokens, out,
+                       model=args.model if args.server is None else f"the server's ({args.server})")
     server = None
     url = args.server
     if url is None:
@@ -86,14 +93,18 @@ async def quality_bench(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine_line(),
-            "model": args.model if server is not None else f"the server's ({url})", "questions": len(questions),
-            "modes": list(modes), "settings": list(settings), "max_tokens": max_tokens,
+    return _report(records, args, questions, modes, settings, max_tokens, out,
+                   model=args.model if server is not None else f"the server's ({url})")
+
+
+def _report(records, args, questions, modes, settings, max_tokens, out: Path, model: str) -> int:
+    meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine_line(), "model": model,
+            "questions": len(questions), "modes": list(modes), "settings": list(settings), "max_tokens": max_tokens,
             "sampling": "greedy (temperature 0, seed 0)", "collection": args.collection}
     report = build_report(records, meta)
     print(format_table(report))
     if report["knee"]:
-        print(f"\nknee of the front: {report['knee']['mode']} mode, {report['knee']['setting']}")
+        print(f"\nknee of the front: {report['knee']['mode']} mode, {' / '.join(report['knee']['settings'])}")
     json_path, png = write_report(report, out)
     print(f"wrote {json_path}, {png}")
     return 0 if all(r.finished for r in records) else 1

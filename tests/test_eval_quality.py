@@ -8,8 +8,9 @@ import json
 import pytest
 
 from app.cli import main as cli_main
-from eval.quality import JOURNAL, QUICK_SETTINGS, evidence_in, load_questions, run_quality
-from eval.quality_report import build_report, format_table, pareto
+from eval.metrics import percentile
+from eval.quality import JOURNAL, QUICK_SETTINGS, QualityRecord, evidence_in, load_questions, run_quality
+from eval.quality_report import build_report, format_table, pareto, points
 
 
 async def test_every_question_finishes_under_every_setting(app_server, tmp_path):
@@ -32,8 +33,10 @@ async def test_every_question_finishes_under_every_setting(app_server, tmp_path)
     rows = report["settings"]
     assert [(r["mode"], r["setting"]) for r in rows] == [(m, s) for m in ("update", "append") for s in QUICK_SETTINGS]
     assert all(r["finished"] == r["answers"] == 3 for r in rows)
-    assert sum(r["knee"] for r in rows) == 1 and report["knee"] is not None
-    assert all(r["on_front"] for r in rows if r["knee"])
+    knees = [p for p in report["points"] if p["knee"]]
+    assert len(knees) == 1 and knees[0]["on_front"] and report["knee"]["settings"] == knees[0]["settings"]
+    assert {r["setting"] for r in rows if r["knee"]} == set(knees[0]["settings"])  # each setting is in its point
+    assert sorted(s for p in report["points"] for s in p["settings"]) == sorted(r["setting"] for r in rows)
     assert "knee" in format_table(report)
 
 
@@ -43,6 +46,35 @@ def test_the_front_and_its_knee():
     front, knee = pareto(rows)
     assert [r["setting"] for r in front] == ["fast", "knee", "slow"] and knee["setting"] == "knee"
     assert pareto([]) == ([], None)
+
+
+def test_a_slower_point_is_the_knee_when_it_buys_more_of_the_range_than_it_costs():
+    def point(setting, ttft, quality):
+        return {"mode": "u", "settings": [setting], "ttft_p50_ms": ttft, "rouge_full": quality}
+
+    # 4% slower for the whole range: worth it. Twice as slow for it: not.
+    assert pareto([point("early", 1000, 0.4), point("done", 1040, 1.0)])[1]["settings"] == ["done"]
+    assert pareto([point("early", 1000, 0.4), point("done", 2100, 1.0)])[1]["settings"] == ["early"]
+
+
+def _record(setting, question, answer, ttft, mode="update"):
+    return QualityRecord(question=question, kind="direct", mode=mode, setting=setting, finished=True,
+                         gate_reason="done", ttft_ms=ttft, ttft_after_context_ms=ttft, context_events=1,
+                         evidence_at_gate=True, rouge_full=1.0 if answer == "a" else 0.5, rouge_reference=0.2,
+                         answer=answer, error=None)
+
+
+def test_settings_that_gave_the_same_answers_are_one_point_with_their_ttfts_pooled():
+    records = [_record("done", "q1", "a", 100), _record("done", "q2", "a", 300),
+               _record("max_wait_s=0.5", "q1", "a", 110), _record("max_wait_s=0.5", "q2", "a", 290),
+               _record("min_chunks=1", "q1", "b", 90), _record("min_chunks=1", "q2", "a", 95),
+               _record("done", "q1", "a", 80, mode="append"), _record("done", "q2", "a", 85, mode="append")]
+    pts = points(records)
+    assert [(p["mode"], p["settings"]) for p in pts] == [
+        ("update", ["done", "max_wait_s=0.5"]), ("update", ["min_chunks=1"]), ("append", ["done"])]
+    assert pts[0]["answers"] == 4 and pts[0]["ttft_p50_ms"] == percentile([100, 300, 110, 290], 50)
+    report = build_report(records, {})
+    assert [r["setting"] for r in report["settings"]] == ["done", "max_wait_s=0.5", "min_chunks=1", "done"]
 
 
 def test_evidence_is_matched_across_line_breaks():
@@ -75,6 +107,12 @@ async def test_an_interrupted_run_resumes_without_asking_twice(app_server, tmp_p
     assert records[0] == first[0]  # read back from the journal, not asked again
     journal = (tmp_path / JOURNAL).read_text().splitlines()
     assert len(journal) == 1 + 2 and json.loads(journal[0])["max_tokens"] == 4
+
+    (tmp_path / "quality.json").unlink()  # a finished journal: the report again, nothing asked
+    assert await asyncio.to_thread(cli_main, argv(2, "--resume")) == 0
+    assert "reporting without asking again" in capsys.readouterr().err
+    assert json.loads((tmp_path / "quality.json").read_text())["records"] == records
+    assert (tmp_path / JOURNAL).read_text().splitlines() == journal
 
     assert await asyncio.to_thread(cli_main, argv(2, "--resume", max_tokens=8)) == 2
     assert "max_tokens" in capsys.readouterr().err  # a run with other options does not join the journal
