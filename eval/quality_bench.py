@@ -1,8 +1,9 @@
 """`streamrag bench --quality`: the quality bench from the command line, against a server.
 
-Without `--server` it prepares what `make serve` prepares when missing (the sample corpus in the
-embedded Qdrant of the data folder) and starts `streamrag serve` on a free port for the run, so
-the answers take exactly the path a user's request takes.
+Without `--server` it prepares what `make serve` prepares when missing (the packaged model, done
+by `streamrag bench` before it comes here, and the sample corpus in the embedded Qdrant of the
+data folder) and starts `streamrag serve` on a free port for the run, so the answers take
+exactly the path a user's request takes.
 """
 
 from __future__ import annotations

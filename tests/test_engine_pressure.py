@@ -143,6 +143,7 @@ async def test_complete_contexts_are_prefilled_without_partial_ones(small_engine
     async with asyncio.timeout(120):
         played = await asyncio.gather(*(play(i) for i in range(6)))
     steps = engine.ledger.step_records()[first_step:]
+    assert all(a["t"] <= b["t"] for a, b in zip(steps, steps[1:]))  # when each was scheduled, in order
     prefills = [s for s in steps if any(n > 1 and r in s["complete"] for r, n in s["scheduled"].items())]
     assert prefills  # complete contexts were prefilled, and each time alone among partial ones:
     for step in prefills:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import asdict
 
 import pytest
 
 from app.cli import main as cli_main
 from eval.metrics import percentile
-from eval.quality import JOURNAL, QUICK_SETTINGS, QualityRecord, evidence_in, load_questions, run_quality
+from eval.quality import (
+    JOURNAL,
+    QUICK_SETTINGS,
+    QualityRecord,
+    evidence_in,
+    journal_params,
+    load_questions,
+    run_quality,
+)
 from eval.quality_report import build_report, format_table, pareto, points
 
 
@@ -122,3 +131,20 @@ async def test_an_interrupted_run_resumes_without_asking_twice(app_server, tmp_p
 def test_bad_invocations_say_what_to_give(argv, capsys):
     assert cli_main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_a_clean_cache_gets_the_packaged_model_before_the_bench_needs_it(tmp_path, monkeypatch, capsys):
+    """From a clean clone `make serve` has not run: the bench converts the default model from its
+    installed package itself (here before reporting a finished journal, so no server starts)."""
+    monkeypatch.setenv("STREAMRAG_CACHE_DIR", str(tmp_path / "cache"))
+    question = load_questions(1)[0]["id"]
+    records = [QualityRecord(question=question, kind="direct", mode="update", setting="done", finished=True,
+                             gate_reason="done", ttft_ms=1.0, ttft_after_context_ms=1.0, context_events=1,
+                             evidence_at_gate=True, rouge_full=1.0, rouge_reference=0.5, answer="a", error=None)]
+    params = journal_params(("done",), ("update",), "python-docs", 4, "--model default")
+    (tmp_path / JOURNAL).write_text("\n".join(json.dumps(x) for x in [params, *map(asdict, records)]) + "\n")
+    argv = ["bench", "--quality", "--resume", "--questions", "1", "--settings", "done", "--modes", "update",
+            "--max-tokens", "4", "--out", str(tmp_path), "--no-progress"]
+    assert cli_main(argv) == 0
+    assert (tmp_path / "cache" / "models" / "smollm2-135m-instruct" / "config.json").is_file()
+    assert "reporting without asking again" in capsys.readouterr().err

@@ -119,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    if (args.quality or args.http_overhead or args.workload) and not _prepare_model(args):
+        return 2
     if args.quality:
         from eval.quality_bench import quality_bench
 
@@ -132,6 +134,23 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return asyncio.run(_bench(args))
+
+
+def _prepare_model(args: argparse.Namespace) -> bool:
+    """A packaged model the bench will serve, converted from its installed package if it is not
+    yet (what `make serve` does first; never a download). False, with the reason, if it cannot be."""
+    from engine.errors import ModelError
+    from engine.models import prepare_model
+    from engine.packaged_models import PACKAGED_MODELS
+
+    if args.server or args.model not in PACKAGED_MODELS:
+        return True
+    try:
+        prepare_model(args.model, progress=not args.no_progress)
+    except ModelError as error:
+        print(f"streamrag bench: error: --model: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 async def _http_overhead(args: argparse.Namespace) -> int:

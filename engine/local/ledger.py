@@ -6,7 +6,9 @@ objects. The streamrag scheduler (engine/vllm_scheduler.py) writes two files her
     status.json   KV blocks in use and live requests, replaced atomically after every
                   schedule step, output update and abort;
     steps.jsonl   with EngineConfig.record_steps, one line per schedule step:
-                  {"step": n, "scheduled": {vllm_request_id: tokens}, "schedule_us": t,
+                  {"step": n, "scheduled": {vllm_request_id: tokens}, "t": when it was
+                   scheduled (time.monotonic(), the clock of perf_counter on Linux, so it
+                   lines up with the other process's timestamps), "schedule_us": its cost,
                    "waiting": queued requests, "complete": [ids whose context is complete]};
                   always, one line per scheduler event: {"replace": id, "keep": k, ...},
                   {"preempt": id, "mode": m, "tokens": n, ...}, {"resume": id, ...}.

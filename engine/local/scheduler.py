@@ -95,7 +95,8 @@ class StreamScheduler(Scheduler):
                 self._event("preempt", p.request_id, mode=self._cost.mode(p.tokens), tokens=p.tokens,
                             for_request=p.for_request)
         if self._ledger is not None and self._options.record_steps:
-            self._ledger.append_step(dict(scheduled), schedule_us=round((time.perf_counter() - started) * 1e6, 1),
+            self._ledger.append_step(dict(scheduled), t=round(time.monotonic(), 6),
+                                     schedule_us=round((time.perf_counter() - started) * 1e6, 1),
                                      waiting=sum(len(q) for q in vi.waiting_queues(self)),
                                      complete=[r for r in scheduled if self._complete(r)])
         self._write_status()
