@@ -67,6 +67,11 @@ class EngineConfig:
     isolate_final: while a request whose context is complete waits for prefill, partial
         contexts wait one step: their prefill is off the TTFT path, and on CPU a step's time
         grows with every token in it.
+    serial_finals: prefill one complete context per step, in the policy's order, rather than
+        several together: on CPU a step's time grows with every token in it, so complete
+        contexts batched together all wait for the largest (a 70-token tail batched with a
+        564-token one waits ~1.3 s instead of ~0.15 s). None: on for every policy but "vllm" on
+        CPU; off on CUDA, where a batch of prefills costs about what its largest one does.
     max_piece_tokens: the longest context piece a session sends vLLM at once (None: the
         platform's, 128 on CPU and 2,048 on CUDA). A piece in flight cannot be recalled: the
         next ranking, and the last chunks on the TTFT path, wait until it is prefilled. 128
@@ -99,6 +104,7 @@ class EngineConfig:
     policy: Policy = "fcfs"
     preempt_idle: bool | None = None
     isolate_final: bool | None = None
+    serial_finals: bool | None = None
     cost_model: str | None = None
     update_mode: UpdateMode = "lcp"
     max_piece_tokens: int | None = None
@@ -140,7 +146,7 @@ class EngineConfig:
             raise ConfigError("max_num_seqs", f"{self.max_num_seqs} must be >= 1")
         if self.policy not in POLICY_NAMES:
             raise ConfigError("policy", f"{self.policy!r} is not one of {', '.join(POLICY_NAMES)}")
-        for name in ("preempt_idle", "isolate_final"):
+        for name in ("preempt_idle", "isolate_final", "serial_finals"):
             if getattr(self, name) not in (None, True, False):
                 raise ConfigError(name, f"{getattr(self, name)!r}: use True, False or None (on unless policy is 'vllm')")
         if self.busy_poll not in (None, True, False):
@@ -183,6 +189,11 @@ class EngineConfig:
     def final_isolation(self) -> bool:
         """`isolate_final` with its default resolved: on for every policy but "vllm"."""
         return self.policy != "vllm" if self.isolate_final is None else self.isolate_final
+
+    @property
+    def finals_in_series(self) -> bool:
+        """`serial_finals` with its default resolved: on for every policy but "vllm", on CPU."""
+        return self.policy != "vllm" and self.on == "cpu" if self.serial_finals is None else self.serial_finals
 
 
 def core_ids(spec: str) -> list[int]:

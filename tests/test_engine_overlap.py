@@ -7,6 +7,7 @@ own arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -92,3 +93,48 @@ def _all_request_ids(engine) -> list[str]:
             if ext not in ids:
                 ids.append(ext)
     return ids
+
+
+async def test_the_answer_piece_goes_behind_a_piece_in_flight_and_the_answer_is_exact(engine):
+    """The closing piece does not wait for the ack of the context piece vLLM still computes:
+    vLLM queues it behind that piece (the session's `_may_follow`). The answer is the one-shot
+    answer of the same prompt, token for token."""
+    rng = random.Random(12)
+    session = await engine.open_session(question="what follows a piece in flight?", system="overlap follow")
+    await session.append([text_chunk(random_text(rng, 30, 50))])
+    await session.wait_prefilled()
+    await session.append([text_chunk(random_text(rng, 30, 50))])  # in flight until vLLM acks it
+    await session.append([text_chunk(random_text(rng, 10, 20))], last=True)
+    stream = session.generate(Sampling(max_tokens=6, ignore_eos=True))
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)  # generate() runs up to its first wait: the closing piece is sent
+    # The ack needs a round trip through vLLM's engine process: it cannot have come yet.
+    assert session._final_sent and session._inflight
+    tokens = list((await first).token_ids) + [t async for d in stream for t in d.token_ids]
+    one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids,
+                                     sampling=Sampling(max_tokens=6, ignore_eos=True))
+    assert tokens == list(one_shot.token_ids)
+    assert sum(engine.ledger.scheduled_tokens(session.id)) == len(session.prompt_token_ids) + 5  # nothing twice
+
+
+def test_an_ack_that_came_merged_with_the_answer_is_taken_off():
+    """vLLM merges the outputs of a request whose reader is behind (RequestOutputCollector): the
+    context piece's one discarded token can arrive in front of the answer's first tokens."""
+    from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.output_processor import RequestOutputCollector
+
+    from engine.local.session import _without_ack
+
+    def output(tokens: list[int], finished: bool = False) -> RequestOutput:
+        return RequestOutput("r", None, [1, 2], None, [CompletionOutput(0, "", tokens, None, [{t: None} for t in tokens])],
+                             finished=finished)
+
+    collector = RequestOutputCollector(RequestOutputKind.DELTA, "r")
+    collector.put(output([99]))  # the ack
+    collector.put(output([5, 6], finished=True))  # the answer's, before the reader took the ack
+    merged = collector.get_nowait()
+    assert list(merged.outputs[0].token_ids) == [99, 5, 6]
+    answer = _without_ack(merged)
+    assert list(answer.outputs[0].token_ids) == [5, 6] and len(answer.outputs[0].logprobs) == 2 and answer.finished
+    assert _without_ack(output([99])) is None  # the ack alone

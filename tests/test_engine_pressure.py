@@ -17,9 +17,11 @@ from engine import EngineConfig, Sampling, StreamEngine
 from engine.local.policies import Candidate, order, victims
 from tests.text import random_text, text_chunk
 
+# serial_finals off: answers prefilled one per step rarely leave a ready request short of blocks,
+# and these tests are about what happens when they do (the fuzzer runs with it on).
 PRESSURE = EngineConfig(model="tiny", max_model_len=1024, block_size=32, num_kv_blocks=40,
                         kv_cache_gib=0.25, max_num_batched_tokens=1024, policy="fcfs",
-                        preempt_idle=True, record_steps=True)
+                        preempt_idle=True, record_steps=True, serial_finals=False)
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +155,35 @@ async def test_complete_contexts_are_prefilled_without_partial_ones(small_engine
         assert answer == list(one_shot.token_ids), session.id
 
 
+async def test_complete_contexts_are_prefilled_one_per_step(engine):
+    """serial_finals (on CPU by default): answers whose contexts complete together are prefilled
+    one after the other, in the policy's order, not batched (each would wait for the largest)."""
+    assert engine.config.finals_in_series
+    rng = random.Random(10)
+    first_step = len(engine.ledger.step_records())
+    sessions = [await engine.open_session(question=f"serial {i}", system=f"serial finals {i}") for i in range(5)]
+    for session in sessions:
+        await session.append([text_chunk(random_text(rng, 20, 40))])
+    await asyncio.gather(*(s.wait_prefilled() for s in sessions))
+    for session in sessions:  # every context completes at once, each with a tail of its own
+        await session.append([text_chunk(random_text(rng, 30, 60))], last=True)
+    async with asyncio.timeout(120):
+        answers = await asyncio.gather(*(_answer(s, 2) for s in sessions))
+    steps = engine.ledger.step_records()[first_step:]
+    finals = [s for s in steps if any(n > 1 and r in s["complete"] for r, n in s["scheduled"].items())]
+    assert len(finals) >= len(sessions)  # every answer's tail had a step of its own:
+    for step in finals:
+        assert sum(n > 1 and r in step["complete"] for r, n in step["scheduled"].items()) == 1, step
+    for session, answer in zip(sessions, answers):
+        one_shot = await engine.complete(prompt_token_ids=session.prompt_token_ids, sampling=Sampling(max_tokens=2, ignore_eos=True))
+        assert answer == list(one_shot.token_ids), session.id
+
+
 def test_preemption_and_isolation_default_to_the_policy():
     assert EngineConfig().policy == "fcfs" and EngineConfig().idle_preemption and EngineConfig().final_isolation
     assert not EngineConfig(policy="vllm").idle_preemption and not EngineConfig(policy="vllm").final_isolation
     assert EngineConfig(policy="lcas").idle_preemption and EngineConfig(policy="mcps").final_isolation
+    assert EngineConfig(platform="cpu").finals_in_series and not EngineConfig(platform="cuda").finals_in_series
+    assert not EngineConfig(platform="cpu", policy="vllm").finals_in_series
+    assert not EngineConfig(platform="cpu", serial_finals=False).finals_in_series
     assert not EngineConfig(policy="fcfs", preempt_idle=False).idle_preemption

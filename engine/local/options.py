@@ -20,13 +20,14 @@ class SchedulerOptions:
     policy: str = "vllm"
     preempt_idle: bool = False
     isolate_final: bool = False
+    serial_finals: bool = False
     cost_model: str | None = None  # a `streamrag profile` JSON; None: recompute only
     busy_poll: bool = True  # vLLM's own spinning queue readers (EngineConfig.busy_poll)
 
     @classmethod
     def from_config(cls, config: EngineConfig, ledger_dir: str | None, cost_model: str | None) -> SchedulerOptions:
         return cls(ledger_dir, config.record_steps, config.policy, config.idle_preemption,
-                   config.final_isolation, cost_model, config.busy_polling)
+                   config.final_isolation, config.finals_in_series, cost_model, config.busy_polling)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -72,15 +72,22 @@ class StreamScheduler(Scheduler):
 
     # -- vLLM hooks -----------------------------------------------------------------------
     def add_request(self, request) -> None:
-        if request.request_id not in self.requests:
+        existing = self.requests.get(request.request_id)
+        if existing is None:
             now = time.monotonic()
             _, final = read_markers(vi.extra_args(request))
             self._meta[request.request_id] = RequestMeta(now, now, final or not request.resumable)
+        elif not vi.is_paused(existing) and (meta := self._meta.get(request.request_id)) is not None:
+            # vLLM queues this input behind the piece it has not finished yet. If it completes
+            # the context, that piece is now on the answer's path: rank it so at once.
+            _, final = read_markers(vi.extra_args(request))
+            meta.complete = meta.complete or final
         super().add_request(request)
 
     def schedule(self, *args, **kwargs):
         started = time.perf_counter()
-        aside = (admission.set_aside(self, self._rank, self._complete, self._options.isolate_final)
+        aside = (admission.set_aside(self, self._rank, self._complete, self._options.isolate_final,
+                                     self._options.serial_finals)
                  if self._options.policy != "vllm" else [])
         try:
             output = super().schedule(*args, **kwargs)

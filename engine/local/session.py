@@ -19,7 +19,9 @@ The difference is sent one of two ways:
     the vLLM request and opens a new one with the whole prompt, leaving reuse to vLLM's
     prefix cache.
 When the gate opens and `generate()` has the sampling parameters, the difference plus the
-closing template goes out as the last piece, and its sampled tokens are the answer.
+closing template goes out as the last piece, and its sampled tokens are the answer. That last
+piece may go while a context piece is still in flight, when it only appends (`_may_follow`):
+the ack that comes next is that piece's, and is taken off what follows (`_without_ack`).
 
 Who frees the KV blocks: vLLM does, when the request finishes or is aborted. Every exit
 path here (finished, `abort()`, a cancelled or abandoned `generate()`, engine close or death)
@@ -146,11 +148,14 @@ class StreamSession(ContextSurface):
 
     # -- sending pieces -------------------------------------------------------------------
     def _pump(self) -> None:
-        """Send vLLM the difference between the context and what it has, if nothing is in flight."""
-        if self._inflight or self._final_sent or self._ctx.closed or self._failure is not None:
+        """Send vLLM the difference between the context and what it has, if nothing is in flight
+        (the answer's piece may follow a piece in flight, see `_may_follow`)."""
+        if self._final_sent or self._ctx.closed or self._failure is not None:
             return
         final = self._final_params is not None
         target = self._ctx.prompt_token_ids if final else self._ctx.tokens
+        if self._inflight and not (final and self._may_follow(target)):
+            return
         if final and self._final_params.structured_outputs is not None:
             # vLLM sets a request's grammar up from its first piece only and ignores it on a
             # later one: a structured answer goes out as a new request, which finds what this
@@ -181,6 +186,17 @@ class StreamSession(ContextSurface):
         self._vllm_tokens = target[:end]
         self._computed = cut
 
+    def _may_follow(self, target: list[int]) -> bool:
+        """Whether the answer's piece can go now, behind the piece in flight, rather than after its
+        ack: when it only appends to what vLLM was given. vLLM queues a session's next input
+        behind the one it computes (its scheduler's `streaming_queue`, its output processor's
+        `input_chunk_queue`), and our scheduler learns at once that the context is complete, so
+        the piece in flight ranks as complete too: no round trip through this process, and no
+        wait behind other sessions' answers while ranked as partial."""
+        return (self._update_mode == "lcp" and self._reopening is None
+                and self._final_params.structured_outputs is None
+                and common_prefix_len(self._vllm_tokens, target) == len(self._vllm_tokens))
+
     def _piece_end(self, start: int, length: int, final: bool) -> int:
         """Where a piece starting at `start` ends: context pieces are at most `max_piece_tokens`
         (a piece in flight cannot be recalled; a long one would hold up the next ranking)."""
@@ -194,8 +210,10 @@ class StreamSession(ContextSurface):
         return prefill_params(final_marker() if self._ctx.context_done else None)
 
     def _send(self, tokens: list[int], params: SamplingParams, final: bool) -> None:
-        self._inflight = not final
-        self._final_sent = final
+        if final:
+            self._final_sent = True  # a context piece may still be in flight (`_may_follow`)
+        else:
+            self._inflight = True
         self._feed.put_nowait(StreamingInput(TokensPrompt(prompt_token_ids=tokens), params))
         if final:
             self._feed.put_nowait(None)  # the input stream ends: this piece is the last
@@ -211,7 +229,7 @@ class StreamSession(ContextSurface):
             self._ctx.stats.reopened(old=len(self._vllm_tokens), new=len(target))
         self._feed = asyncio.Queue()
         self._consumer = self._start_request(self._feed)
-        self._vllm_tokens, self._computed = [], 0
+        self._vllm_tokens, self._computed, self._inflight = [], 0, False
         self._send(target, self._final_params if final else self._piece_params(), final)  # final: as it began
         self._vllm_tokens = list(target)
         self._reopening = None
@@ -233,10 +251,14 @@ class StreamSession(ContextSurface):
                 if first and self._requests > 1:
                     self._ctx.stats.reopen_cached(out.num_cached_tokens or 0)
                 first = False
+                if self._final_sent and self._inflight:  # the ack the answer's piece followed
+                    self._inflight = False
+                    out = _without_ack(out)
                 if self._final_sent:
-                    self._answers.put_nowait(out)
-                    if out.finished:
-                        break
+                    if out is not None:
+                        self._answers.put_nowait(out)
+                        if out.finished:
+                            break
                     continue
                 self._computed = len(self._vllm_tokens)  # the piece in flight is prefilled
                 self._inflight = False
@@ -262,3 +284,16 @@ class StreamSession(ContextSurface):
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+def _without_ack(out):
+    """A context piece's output (its one discarded token) stripped from what vLLM delivered:
+    None if that is all, else the answer's tokens that came merged with it (vLLM merges the
+    outputs of a request that its reader has not taken yet)."""
+    completion = out.outputs[0]
+    if len(completion.token_ids) <= 1:
+        return None
+    completion.token_ids = list(completion.token_ids)[1:]
+    if completion.logprobs:
+        completion.logprobs = completion.logprobs[1:]
+    return out
