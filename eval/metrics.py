@@ -42,6 +42,7 @@ class QueryResult:
     updates: int = 0
     replaces: int = 0
     error: str | None = None
+    session_id: str | None = None  # the engine's session (its vLLM request ids start with it)
 
     @property
     def ttft_last_s(self) -> float:

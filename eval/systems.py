@@ -167,7 +167,7 @@ def _from_stats(query_id, system, session, t_start, t_last, t_first, t_done) -> 
         query_id, system, True, s.prompt_tokens, t_start, t_last, t_first, t_done,
         prefilled=s.prompt_tokens + s.invalidated_tokens, reused=s.reused_tokens,
         recomputed=s.recomputed_tokens, invalidated=s.invalidated_tokens,
-        tail_tokens=s.tail_prefill_tokens, updates=s.updates, replaces=s.replaces,
+        tail_tokens=s.tail_prefill_tokens, updates=s.updates, replaces=s.replaces, session_id=session.id,
     )
 
 
