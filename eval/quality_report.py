@@ -149,14 +149,17 @@ def plot(report: dict, path: Path) -> Path:
     for r in report["settings"]:  # one small dot per setting
         if r["ttft_p50_ms"] is not None and r["rouge_full"] is not None:
             ax.scatter(r["ttft_p50_ms"], r["rouge_full"], marker=markers.get(r["mode"], "o"), color="tab:gray", s=12)
+    stacked: dict[float, int] = {}  # labels of points at one quality level go one above the other
     for p in report["points"]:  # the pooled points, labelled with their settings
         if p["ttft_p50_ms"] is None or p["rouge_full"] is None:
             continue
+        row = stacked[round(p["rouge_full"], 1)] = stacked.get(round(p["rouge_full"], 1), -1) + 1
         ax.scatter(p["ttft_p50_ms"], p["rouge_full"], marker=markers.get(p["mode"], "o"), facecolors="none",
                    edgecolors="tab:blue" if p["on_front"] else "tab:gray", s=90 if p["knee"] else 45)
         alike = f" +{len(p['settings']) - 1} alike" if len(p["settings"]) > 1 else ""  # the table names them
         ax.annotate(f"{p['mode']}: {p['settings'][0]}{alike}" + (" (knee)" if p["knee"] else ""),
-                    (p["ttft_p50_ms"], p["rouge_full"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+                    (p["ttft_p50_ms"], p["rouge_full"]), fontsize=7, xytext=(4, 3 + 10 * row),
+                    textcoords="offset points")
     front = sorted((p for p in report["points"] if p["on_front"]), key=lambda p: p["ttft_p50_ms"])
     ax.plot([p["ttft_p50_ms"] for p in front], [p["rouge_full"] for p in front], color="tab:blue", lw=1,
             label="Pareto front")
