@@ -1,6 +1,6 @@
 """What the engine computed between each query's last event and its first token.
 
-    python -m eval.step_timeline [--queries 30] [--load 0.4] [--prefill-share 0.13] [--serial-finals off]
+    python -m eval.step_timeline [--queries 30] [--load 0.4] [--prefill-share 0.13] [--serial-finals off] [--worst 8]
 
 Replays the crawler trace for streamrag alone, as `streamrag bench` does (same trace, the load
 set from the measured one-shot capacity, the prefill share held), on an engine that records its
@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace) -> dict:
                               prefill_share=args.prefill_share, seed=args.seed, progress=not args.no_progress)
         steps = [s for s in engine.ledger.step_records() if "t" in s]
     floors = {f.query: f.ttft_last_s for f in result.floor if f.finished}
-    out = report(list(result.passes[0].results), floors, steps)
+    out = report(list(result.passes[0].results), floors, steps, worst=args.worst)
     out["meta"] = {**result.meta, "command": "python -m eval.step_timeline " + " ".join(args.argv)}
     return out
 
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serial-finals", choices=["default", "on", "off"], default="default")
     p.add_argument("--model", default="default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worst", type=int, default=8, help="how many queries to list, longest wait first")
     p.add_argument("--out", type=Path, default=Path("results/timeline"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
