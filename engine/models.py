@@ -96,6 +96,14 @@ def prepare_default_model(cache_dir: Path | None = None, progress: bool = True) 
     return prepare_model("default", cache_dir, progress)
 
 
+def prepare_if_packaged(name: str, progress: bool = True) -> None:
+    """What a command about to serve `name` does first (the bench, the eval tools): a packaged
+    model not converted yet is converted now from its installed package, as `make serve` would,
+    never downloaded. Other names (a folder, "tiny") are left to `resolve_model`."""
+    if name in PACKAGED_MODELS:
+        prepare_model(name, progress=progress)
+
+
 def prepare_model(name: str, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Convert a packaged model (PACKAGED_MODELS) from its GGUF once; later calls return at once."""
     if name not in PACKAGED_MODELS:

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from engine import EngineConfig, Sampling, StreamEngine
+from engine.models import prepare_if_packaged
 from eval.machine import cpu_seconds_by_name, machine_line
 from retrievers import Chunk
 
@@ -73,6 +74,7 @@ def main(argv=None) -> None:
     p.add_argument("--gap", type=float, default=0.3, help="seconds between two pieces")
     p.add_argument("--out", default="results/busy-poll")
     args = p.parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     rows = [asyncio.run(measure(busy_poll, args)) for busy_poll in (True, False)]
     print(f"\nCPU seconds per second (model {args.model}); busy_poll True is vLLM's own spin")
     print(f"{'busy_poll':<10}{'phase':<11}{'wall s':>8}{'done':>6}{'EngineCore':>12}{'Worker':>8}{'server':>8}")

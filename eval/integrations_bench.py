@@ -36,6 +36,7 @@ from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from engine import EngineConfig, Sampling, StreamEngine
+from engine.models import prepare_if_packaged
 from integrations.llamaindex import StoreRetriever, StreamingQueryEngine, StreamRAGLLM
 from retrievers import Embedder, QdrantStore, ingest, write_python_docs
 
@@ -183,6 +184,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     report = asyncio.run(main_async(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

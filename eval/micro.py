@@ -34,6 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine import EngineConfig, Sampling, StreamEngine
+from engine.models import prepare_if_packaged
 from eval.machine import machine_line
 from retrievers import Chunk
 
@@ -193,6 +194,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     report = asyncio.run(main_async(args))
     print_table(report)
     out = Path(args.out)

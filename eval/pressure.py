@@ -36,6 +36,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from engine.models import prepare_if_packaged
 from eval.machine import CpuMeter, machine_line, wait_for_quiet
 from eval.metrics import QueryResult
 from eval.pressure_report import PressureRun, build_report, format_table, plot
@@ -192,6 +193,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="results/pressure")
     p.add_argument("--quick", action="store_true", help="a smoke run: 8 queries, vllm and fcfs+preempt only")
     args = p.parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     args.stretch = args.stretch or STRETCH[args.workload]
     if args.qps is not None and args.load is not None:
         p.error("--qps and --load: give one (an exact rate, or a fraction of capacity)")

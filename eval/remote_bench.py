@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from engine.models import resolve_model
+from engine.models import prepare_if_packaged, resolve_model
 from engine.remote import VLLMServersEngine
 from eval.metrics import summarize
 from eval.server_process import VllmServerProcess
@@ -93,6 +93,7 @@ async def bench(args: argparse.Namespace) -> dict:
     urls = args.vllm_url or []
     if not urls:
         logs = Path(tempfile.mkdtemp(prefix="streamrag-remote-bench-"))
+        prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
         model_path = resolve_model(args.model)
         cpus = os.cpu_count() or 1
         servers = [VllmServerProcess(model_path, logs / f"replica{i}.log", block_size=args.block_size,

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine import EngineConfig, Sampling, StreamEngine
+from engine.models import prepare_if_packaged
 from retrievers import Chunk
 
 
@@ -60,6 +61,7 @@ def main(argv=None) -> None:
     p.add_argument("--policies", nargs="+", default=["vllm", "fcfs", "lcas", "mcps"])
     p.add_argument("--out", default="results/sched")
     args = p.parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     rows = [asyncio.run(measure(policy, args)) for policy in args.policies]
     print(f"\nschedule() per step with {args.sessions} sessions waiting (model {args.model})")
     print(f"{'policy':<8}{'steps':>7}{'p50 µs':>10}{'p95 µs':>10}{'max µs':>10}")

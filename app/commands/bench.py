@@ -140,13 +140,12 @@ def _prepare_model(args: argparse.Namespace) -> bool:
     """A packaged model the bench will serve, converted from its installed package if it is not
     yet (what `make serve` does first; never a download). False, with the reason, if it cannot be."""
     from engine.errors import ModelError
-    from engine.models import prepare_model
-    from engine.packaged_models import PACKAGED_MODELS
+    from engine.models import prepare_if_packaged
 
-    if args.server or args.model not in PACKAGED_MODELS:
+    if args.server:
         return True
     try:
-        prepare_model(args.model, progress=not args.no_progress)
+        prepare_if_packaged(args.model, progress=not args.no_progress)
     except ModelError as error:
         print(f"streamrag bench: error: --model: {error}", file=sys.stderr)
         return False
