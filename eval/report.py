@@ -147,7 +147,8 @@ def machine_text(meta: dict) -> str:
             + f"; {engines or 'engines: -'}"
             + (f"; one-shot capacity {capacity:.2f} QPS" if capacity else "")
             + {True: "; vLLM's queue readers spin", False: "; vLLM's queue readers sleep"}.get(
-                meta.get("engine", {}).get("busy_poll"), ""))
+                meta.get("engine", {}).get("busy_poll"), "")
+            + {False: "; graphs compiled"}.get(meta.get("engine", {}).get("enforce_eager"), ""))
 
 
 def _policies(meta: dict) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from eval.plots import plot_report
 from eval.replay import replay
-from eval.report import build_report, format_table, write_report
+from eval.report import build_report, format_table, machine_text, write_report
 from eval.systems import SYSTEMS
 from eval.trace import read_trace, write_trace
 from eval.workloads import Scaling, describe, generate
@@ -65,6 +65,10 @@ async def test_tiny_replay_report(engine, idle_blocks, tmp_path, workload):
         assert level["systems"]["streamrag"]["summary"]["updates"] >= 4
 
     assert "QPS 8" in format_table(report)
+    # The machine line says when the engine's graphs were compiled (`streamrag bench --compile`).
+    assert report["meta"]["engine"]["enforce_eager"] and "graphs compiled" not in machine_text(report["meta"])
+    compiled = {**report["meta"], "engine": {**report["meta"]["engine"], "enforce_eager": False}}
+    assert "graphs compiled" in machine_text(compiled)
     for png in plot_report(report, tmp_path):
         assert png.stat().st_size > 10_000
 
