@@ -177,12 +177,13 @@ def read_journal(path: Path, params: dict) -> list[QualityRecord]:
 
 async def run_quality(base_url: str, questions: list[dict], settings: tuple[str, ...], modes: tuple[str, ...],
                       collection: str, max_tokens: int, model: str | None = None, api_key: str | None = None,
-                      progress: bool = True, journal: Path | None = None, resume: bool = False,
-                      served: str | None = None) -> list[QualityRecord]:
+                      progress: bool = True, journal: Path | None = None,
+                      done: list[QualityRecord] | None = None, served: str | None = None) -> list[QualityRecord]:
     """Every (mode, question, setting), "done" first within a question (the others compare to it).
 
-    `journal`: append each question's records there as they are measured; with `resume`, first
-    read the records it holds and ask only the (mode, question) pairs it lacks."""
+    `journal`: append each question's records there as they are measured. `done`: the records an
+    earlier run wrote there (`read_journal`, which the caller checked against these parameters):
+    only the (mode, question) pairs they lack are asked; without them the journal starts afresh."""
     from rouge_score.rouge_scorer import RougeScorer
 
     rouge = RougeScorer(["rougeL"], use_stemmer=True)
@@ -192,7 +193,7 @@ async def run_quality(base_url: str, questions: list[dict], settings: tuple[str,
 
     params = journal_params(settings, modes, collection, max_tokens, served or model)
     ordered = tuple(params["settings"])
-    records = read_journal(journal, params) if resume and journal is not None and journal.is_file() else []
+    records = list(done or [])
     if journal is not None and not records:
         journal.parent.mkdir(parents=True, exist_ok=True)
         journal.write_text(json.dumps(params) + "\n")

@@ -90,7 +90,7 @@ async def quality_bench(args: argparse.Namespace) -> int:
             url = server.url
         records = await run_quality(url, questions, settings, modes, args.collection, max_tokens, model=None,
                                     api_key=args.api_key, progress=not args.no_progress, journal=journal,
-                                    resume=args.resume, served=served)
+                                    done=done, served=served)
     finally:
         if server is not None:
             server.stop()
