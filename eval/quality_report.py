@@ -153,7 +153,8 @@ def plot(report: dict, path: Path) -> Path:
     for p in report["points"]:  # the pooled points, labelled with their settings
         if p["ttft_p50_ms"] is None or p["rouge_full"] is None:
             continue
-        row = stacked[round(p["rouge_full"], 1)] = stacked.get(round(p["rouge_full"], 1), -1) + 1
+        level = round(p["rouge_full"], 1)
+        row = stacked[level] = stacked.get(level, -1) + 1
         ax.scatter(p["ttft_p50_ms"], p["rouge_full"], marker=markers.get(p["mode"], "o"), facecolors="none",
                    edgecolors="tab:blue" if p["on_front"] else "tab:gray", s=90 if p["knee"] else 45)
         alike = f" +{len(p['settings']) - 1} alike" if len(p["settings"]) > 1 else ""  # the table names them
