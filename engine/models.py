@@ -30,7 +30,7 @@ from pathlib import Path
 
 from engine.errors import ModelNotFoundError, ModelNotPreparedError
 from engine.packaged_models import PACKAGED_MODELS, SMOLLM2, PackagedModel, gguf_parts, joined_gguf
-from engine.random_models import PREFIX, build_random_model, shape_of
+from engine.random_models import PREFIX, SHAPES, build_random_model, shape_of
 
 GENERATION_FIELDS = ("temperature", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 # A cached folder is never rebuilt, so the name carries the recipe's version: bump it whenever
@@ -84,9 +84,10 @@ def resolve_model(name: str, cache_dir: Path | None = None) -> Path:
         return _write_atomically(target, lambda out: build_random_model(name, tokenizer, out))
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
+        names = [*PACKAGED_MODELS, "tiny", *(PREFIX + shape for shape in SHAPES)]
         raise ModelNotFoundError(
-            f"model={name!r}: expected 'default', 'gemma3-270m', 'tiny', 'random:llama-1b|8b' or a path to a Hugging Face model folder "
-            f"containing config.json, but {str(folder)!r} has none"
+            f"model={name!r}: expected one of {', '.join(map(repr, names))} or a path to a Hugging Face "
+            f"model folder containing config.json, but {str(folder)!r} has none"
         )
     return folder.resolve()
 

@@ -54,7 +54,7 @@ SETTINGS: dict[str, dict | None] = {
     "max_wait_s=0.5": {"max_wait_s": 0.5},
 }
 QUICK_SETTINGS = ("done", "min_chunks=1", "stable_updates=1", "max_wait_s=0.02")
-JOURNAL = "quality-records.jsonl"  # in the output folder: the run's parameters, then one record per line
+JOURNAL = "quality-records.jsonl"  # in the output folder: the run's parameters and machine, then one record per line
 
 
 class JournalMismatch(ValueError):
@@ -167,7 +167,7 @@ def read_journal(path: Path, params: dict) -> list[QualityRecord]:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     if not lines:
         return []
-    written = json.loads(lines[0])
+    written = {k: v for k, v in json.loads(lines[0]).items() if k != "machine"}
     if written != params:
         changed = sorted(k for k in params.keys() | written.keys() if params.get(k) != written.get(k))
         raise JournalMismatch(f"{path} was written by a run with other {', '.join(changed)}; "
@@ -175,13 +175,24 @@ def read_journal(path: Path, params: dict) -> list[QualityRecord]:
     return [QualityRecord(**json.loads(line)) for line in lines[1:]]
 
 
+def journal_machine(path: Path) -> dict | None:
+    """The machine line of the run that started the journal at `path` (None: no journal, or one
+    written before journals recorded it)."""
+    if not path.is_file():
+        return None
+    first = next((line for line in path.read_text().splitlines() if line.strip()), None)
+    return json.loads(first).get("machine") if first else None
+
+
 async def run_quality(base_url: str, questions: list[dict], settings: tuple[str, ...], modes: tuple[str, ...],
                       collection: str, max_tokens: int, model: str | None = None, api_key: str | None = None,
                       progress: bool = True, journal: Path | None = None,
-                      done: list[QualityRecord] | None = None, served: str | None = None) -> list[QualityRecord]:
+                      done: list[QualityRecord] | None = None, served: str | None = None,
+                      machine: dict | None = None) -> list[QualityRecord]:
     """Every (mode, question, setting), "done" first within a question (the others compare to it).
 
-    `journal`: append each question's records there as they are measured. `done`: the records an
+    `journal`: append each question's records there as they are measured; a new journal starts
+    with these parameters and `machine` (where the answers are measured). `done`: the records an
     earlier run wrote there (`read_journal`, which the caller checked against these parameters):
     only the (mode, question) pairs they lack are asked; without them the journal starts afresh."""
     from rouge_score.rouge_scorer import RougeScorer
@@ -196,7 +207,7 @@ async def run_quality(base_url: str, questions: list[dict], settings: tuple[str,
     records = list(done or [])
     if journal is not None and not records:
         journal.parent.mkdir(parents=True, exist_ok=True)
-        journal.write_text(json.dumps(params) + "\n")
+        journal.write_text(json.dumps({**params, "machine": machine}) + "\n")
     measured = {(r.mode, r.question) for r in records}
     full = {r.question: r.answer for r in records if r.mode == modes[0] and r.setting == "done"}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -19,6 +19,7 @@ from eval.quality import (
     QUICK_SETTINGS,
     SETTINGS,
     JournalMismatch,
+    journal_machine,
     journal_params,
     load_questions,
     read_journal,
@@ -70,11 +71,17 @@ async def quality_bench(args: argparse.Namespace) -> int:
             print(f"streamrag bench: error: --resume: {error}", file=sys.stderr)
             return 2
         print(f"bench --quality: resuming from {journal} ({len(done)} answers measured)", file=sys.stderr)
+    # The machine the answers are measured on: the one that started the journal, if one is resumed.
+    here = {**machine_line(), "busy_poll": _busy_poll(args)}
+    machine = (journal_machine(journal) if done else None) or here
+    if machine != here:
+        print("bench --quality: warning: the journal was started on another machine or with other engine "
+              "settings; the report records both", file=sys.stderr)
     wanted = {(m, q["id"], s) for m in modes for q in questions for s in settings}
     if done and wanted <= {(r.mode, r.question, r.setting) for r in done}:
         print("bench --quality: every answer is in the journal; reporting without asking again", file=sys.stderr)
         records = [r for r in done if (r.mode, r.question, r.setting) in wanted]
-        return _report(records, args, questions, modes, settings, max_tokens, out,
+        return _report(records, args, questions, modes, settings, max_tokens, out, machine, here,
                        model=args.model if args.server is None else f"the server's ({args.server})")
     server = None
     url = args.server
@@ -90,18 +97,30 @@ async def quality_bench(args: argparse.Namespace) -> int:
             url = server.url
         records = await run_quality(url, questions, settings, modes, args.collection, max_tokens, model=None,
                                     api_key=args.api_key, progress=not args.no_progress, journal=journal,
-                                    done=done, served=served)
+                                    done=done, served=served, machine=machine)
     finally:
         if server is not None:
             server.stop()
-    return _report(records, args, questions, modes, settings, max_tokens, out,
+    return _report(records, args, questions, modes, settings, max_tokens, out, machine, here,
                    model=args.model if server is not None else f"the server's ({url})")
 
 
-def _report(records, args, questions, modes, settings, max_tokens, out: Path, model: str) -> int:
-    meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine_line(), "model": model,
+def _busy_poll(args: argparse.Namespace) -> bool | None:
+    """Whether the server's vLLM queue readers spin: those of the server this bench starts (its
+    engine's default); None for `--server`, whose settings are its own."""
+    if args.server:
+        return None
+    from engine import EngineConfig
+
+    return EngineConfig(model=args.model).busy_polling
+
+
+def _report(records, args, questions, modes, settings, max_tokens, out: Path, machine: dict, here: dict,
+            model: str) -> int:
+    meta = {"command": "streamrag bench " + " ".join(sys.argv[2:]), "machine": machine, "model": model,
             "questions": len(questions), "modes": list(modes), "settings": list(settings), "max_tokens": max_tokens,
-            "sampling": "greedy (temperature 0, seed 0)", "collection": args.collection}
+            "sampling": "greedy (temperature 0, seed 0)", "collection": args.collection,
+            **({"resumed_on": here} if here != machine else {})}
     report = build_report(records, meta)
     print(format_table(report))
     if report["knee"]:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from eval.metrics import percentile  # noqa: E402
 from eval.quality import QualityRecord  # noqa: E402
+from eval.report import machine_text  # noqa: E402
 
 
 def _mean(values) -> float | None:
@@ -119,7 +120,12 @@ def _mark(row: dict) -> str:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'mode':<7} {'setting':<17} {'done':>6} {'TTFT P50':>9} {'P95':>7} {'after ctx':>9} "
+    meta = report["meta"]
+    machine = meta.get("machine") or {}
+    where = machine_text({"machine": machine, "engine": {"busy_poll": machine.get("busy_poll")}}) if machine else ""
+    lines = [where + (f" (resumed on another: {machine_text({'machine': meta['resumed_on']})})"
+                      if meta.get("resumed_on") else "")] if where else []
+    lines += [f"{'mode':<7} {'setting':<17} {'done':>6} {'TTFT P50':>9} {'P95':>7} {'after ctx':>9} "
              f"{'evidence':>8} {'ROUGE-L full':>12} {'ROUGE-L ref':>11}  front"]
     for r in report["settings"]:
         lines.append(f"{r['mode']:<7} {r['setting']:<17} {r['finished']:>3}/{r['answers']:<2} "

@@ -55,6 +55,10 @@ from eval.trace import Trace
 from eval.workloads import describe
 from integrations.http_client import StreamRAGClient
 
+# `streamrag bench`'s KV block size (its --block-size default; EngineConfig's is 128): the eval
+# tools that replay for streamrag alone use it too, so that their figures compare with the bench's.
+BENCH_BLOCK_SIZE = 64
+
 
 @dataclass(frozen=True)
 class PassResult:
@@ -110,32 +114,25 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
     started = time.perf_counter()
     load_before = os.getloadavg()
     queries = materialize(trace, engine.template)
-    nonces = _Nonces()
-    measure_floor = _floor_path(engine)
+    nonces = Nonces()
     # Each engine has its own scheduler ledger; a pass reads the one of the engine it ran on.
-    ledgers = {id(e): _LedgerTail(e) for e in distinct if not isinstance(e, StreamRAGClient)}
+    ledgers = {id(e): LedgerTail(e) for e in distinct if not isinstance(e, StreamRAGClient)}
     total = len(queries) * (1 + len(systems) * len(qps_levels or load))
     with tqdm(total=total, disable=not progress, unit="query", dynamic_ncols=True) as bar:
         for e in distinct:  # warm-up, so that no engine's first pass pays for its first query
             await _floor_path(e)(e, queries[0], nonces.next())
         bar.set_description(f"{trace.meta.get('workload', 'trace')} floor")
-        floors, full = [], {}
         meter = CpuMeter()
         await wait_for_quiet(timeout_s=quiet_timeout_s)
         meter.start()
-        for q in queries:
-            # A floor is a lower bound and noise only adds to it: keep the fastest of a few.
-            tries = [await measure_floor(engine, q, nonces.next()) for _ in range(floor_repeats)]
-            floors.append(min(tries, key=lambda r: r.ttft_last_s if r.finished else float("inf")))
-            full[q.id] = min([await full_prefill(engine, q, nonces.next()) for _ in range(floor_repeats)])
-            bar.update()
+        floors, full = await measure_floors(engine, queries, nonces, floor_repeats, bar)
         floor_cpu = meter.stop()
         capacity = one_shot_capacity(list(full.values()))
         if load is not None:
             qps_levels = [round(f * capacity, 3) for f in load]
         time_scale = 1.0
         if prefill_share is not None:
-            queries, time_scale = _hold_prefill_share(queries, full, prefill_share)
+            queries, time_scale = hold_prefill_share(queries, full, prefill_share)
         passes = []
         for qps in qps_levels:
             arrivals = {q.id: q.arrival_s for q in trace.with_poisson_arrivals(qps, seed).queries}
@@ -146,7 +143,7 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
                 for attempt in range(1, attempts + 1):
                     waited = await wait_for_quiet(timeout_s=quiet_timeout_s)
                     on = by_system[system]
-                    run = await _pass(on, system, qps, timed, nonces, max_tokens, ledgers.get(id(on)), bar,
+                    run = await timed_pass(on, system, qps, timed, nonces, max_tokens, ledgers.get(id(on)), bar,
                                       waited)
                     run = replace(run, attempts=attempt)
                     if best is None or run.cpu.others < best.cpu.others:
@@ -172,7 +169,22 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
     return BenchResult(meta, tuple(floors), full, durations, floor_cpu, tuple(passes))
 
 
-def _hold_prefill_share(queries: list, full: dict[str, float], share: float) -> tuple[list, float]:
+async def measure_floors(engine, queries: list, nonces: Nonces, repeats: int, bar=None) -> tuple[list, dict]:
+    """Every query's TTFT floor and idle whole-prompt prefill time on `engine`, one query at a
+    time, each the fastest of `repeats` tries: (floor results in query order, id -> seconds)."""
+    measure_floor = _floor_path(engine)
+    floors, full = [], {}
+    for q in queries:
+        # A floor is a lower bound and noise only adds to it: keep the fastest of a few.
+        tries = [await measure_floor(engine, q, nonces.next()) for _ in range(repeats)]
+        floors.append(min(tries, key=lambda r: r.ttft_last_s if r.finished else float("inf")))
+        full[q.id] = min([await full_prefill(engine, q, nonces.next()) for _ in range(repeats)])
+        if bar is not None:
+            bar.update()
+    return floors, full
+
+
+def hold_prefill_share(queries: list, full: dict[str, float], share: float) -> tuple[list, float]:
     """`queries` with every event time scaled so that the median query's whole-prompt prefill
     (`full`, measured idle) takes `share` of its retrieval time; and the scale."""
     if not 0 < share < 1:
@@ -181,7 +193,9 @@ def _hold_prefill_share(queries: list, full: dict[str, float], share: float) -> 
     return [replace(q, events=tuple(replace(e, t_s=e.t_s * scale) for e in q.events)) for q in queries], scale
 
 
-async def _pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar, waited) -> PassResult:
+async def timed_pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar=None, waited=0.0) -> PassResult:
+    """`system` plays every query of `queries` (arrival times set) on `engine`, open loop; with
+    a `LedgerTail`, vLLM's own count of what it prefilled and the blocks left held afterwards."""
     if ledger:
         ledger.mark()
     meter = CpuMeter()
@@ -190,7 +204,8 @@ async def _pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar, w
     tasks = []
     for q in queries:
         task = asyncio.create_task(run_query(system, engine, q, t0, nonces.next(), max_tokens))
-        task.add_done_callback(lambda _: bar.update())
+        if bar is not None:
+            task.add_done_callback(lambda _: bar.update())
         tasks.append(task)
     results = tuple(await asyncio.gather(*tasks))
     cpu = meter.stop()
@@ -206,7 +221,7 @@ async def _pass(engine, system, qps, queries, nonces, max_tokens, ledger, bar, w
                       cpu, waited)
 
 
-class _Nonces:
+class Nonces:
     """Salts for system prompts: unique per run of a query, random across replays (texts.py)."""
 
     def __init__(self) -> None:
@@ -217,7 +232,7 @@ class _Nonces:
         return self._n
 
 
-class _LedgerTail:
+class LedgerTail:
     """Sums vLLM's scheduled tokens (the scheduler ledger's steps.jsonl) since a mark.
 
     Reads only what was appended since the mark, so a long run does not re-parse the file.

@@ -142,7 +142,7 @@ def machine_text(meta: dict) -> str:
                         for p in m.get("processes", []))
     capacity = meta.get("capacity_qps")
     return (f"machine: {m.get('cpu_model', m.get('processor'))}, {'/'.join(m.get('isa', [])) or 'no AVX2'}, "
-            f"{m.get('physical_cores', m['cpus'])} cores"
+            f"{m.get('physical_cores') or m.get('cpus')} cores"
             + (f" held to {m['cpu_quota']:g} of a core per process" if m.get("cpu_quota") else "")
             + f"; {engines or 'engines: -'}"
             + (f"; one-shot capacity {capacity:.2f} QPS" if capacity else "")

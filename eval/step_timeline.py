@@ -81,12 +81,12 @@ def format_report(out: dict) -> str:
 
 async def run(args: argparse.Namespace) -> dict:
     from engine import EngineConfig, StreamEngine
-    from eval.replay import replay
+    from eval.replay import BENCH_BLOCK_SIZE, replay
     from eval.workloads import generate
 
     trace = generate("crawler", args.queries, args.seed)
     trace.meta.setdefault("workload", "crawler")
-    config = EngineConfig(model=args.model, record_steps=True, policy=args.policy,
+    config = EngineConfig(model=args.model, record_steps=True, policy=args.policy, block_size=BENCH_BLOCK_SIZE,
                           serial_finals=None if args.serial_finals == "default" else args.serial_finals == "on")
     async with StreamEngine(config) as engine:
         result = await replay({"streamrag": engine}, trace, systems=("streamrag",), load=[args.load],

@@ -117,11 +117,26 @@ async def test_an_interrupted_run_resumes_without_asking_twice(app_server, tmp_p
     journal = (tmp_path / JOURNAL).read_text().splitlines()
     assert len(journal) == 1 + 2 and json.loads(journal[0])["max_tokens"] == 4
 
+    started_on = json.loads(journal[0])["machine"]  # where the answers were measured
+    assert started_on["cpu_model"] and started_on["busy_poll"] is None  # --server: the server's own
+
     (tmp_path / "quality.json").unlink()  # a finished journal: the report again, nothing asked
     assert await asyncio.to_thread(cli_main, argv(2, "--resume")) == 0
     assert "reporting without asking again" in capsys.readouterr().err
-    assert json.loads((tmp_path / "quality.json").read_text())["records"] == records
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert report["records"] == records
+    assert report["meta"]["machine"] == started_on and "resumed_on" not in report["meta"]
     assert (tmp_path / JOURNAL).read_text().splitlines() == journal
+
+    # A journal from another machine: its report says where the answers came from, and where now.
+    header = {**json.loads(journal[0]), "machine": {**started_on, "cpu_model": "Another CPU"}}
+    (tmp_path / JOURNAL).write_text("\n".join([json.dumps(header), *journal[1:]]) + "\n")
+    assert await asyncio.to_thread(cli_main, argv(2, "--resume")) == 0
+    out = capsys.readouterr()
+    assert "started on another machine" in out.err
+    assert out.out.startswith("machine: Another CPU") and f"resumed on another: machine: {started_on['cpu_model']}" in out.out
+    meta = json.loads((tmp_path / "quality.json").read_text())["meta"]
+    assert meta["machine"]["cpu_model"] == "Another CPU" and meta["resumed_on"] == started_on
 
     assert await asyncio.to_thread(cli_main, argv(2, "--resume", max_tokens=8)) == 2
     assert "max_tokens" in capsys.readouterr().err  # a run with other options does not join the journal
