@@ -44,7 +44,8 @@ class EngineConfig:
         "gemma3-270m" (Gemma 3 270M, `streamrag models prepare --model gemma3-270m`), "tiny"
         (the random-weight test model) or a path to a Hugging Face model folder.
     max_model_len: the context length; None takes the model's own (its config's
-        `max_position_embeddings`).
+        `max_position_embeddings`), capped at 8,192 for "gemma3-270m", whose own 32k does not
+        fit the default KV cache (engine.models.model_context_length).
     dtype: None takes the platform's: float32 on CPU (bf16 there flips near-tied greedy
         tokens, which breaks the exactness guarantees the tests check), bfloat16 on CUDA.
     block_size: KV block size in tokens. The CPU attention backend takes multiples of 32 (CUDA

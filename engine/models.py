@@ -20,6 +20,7 @@ Cache layout (every model folder appears whole or not at all, see `_write_atomic
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -262,23 +263,20 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def model_context_length(folder: Path) -> int:
-    """The context length a Hugging Face model folder declares (its config's
-    `max_position_embeddings`), what the engine uses when `max_model_len` is not given."""
-    import json
-
+def model_context_length(folder: Path, name: str | None = None) -> int:
+    """The context the engine uses when `max_model_len` is not given: the one a Hugging Face model
+    folder declares (its config's `max_position_embeddings`), capped where the packaged model
+    `name` sets a smaller one for the default KV cache (`PackagedModel.context`)."""
     config = json.loads((Path(folder) / "config.json").read_text())
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
-        if isinstance(config.get(key), int):
-            return config[key]
-    return 2048
+    own = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+                if isinstance(config.get(k), int)), 2048)
+    spec = PACKAGED_MODELS.get(name or "")
+    return min(own, spec.context) if spec is not None and spec.context else own
 
 
 def generation_defaults(folder: Path | None) -> dict[str, float]:
     """The sampling defaults a model folder's generation_config.json declares (the fields of
     GENERATION_FIELDS it sets), applied to requests that leave them out, as vLLM's server does."""
-    import json
-
     path = Path(folder) / "generation_config.json" if folder else None
     if path is None or not path.is_file():
         return {}
@@ -290,8 +288,6 @@ def generation_defaults(folder: Path | None) -> dict[str, float]:
 def _write_generation_defaults(folder: Path, spec: PackagedModel, eos_token_ids: list[int] | None = None) -> None:
     """The model card's sampling, and every token that ends a turn as `eos_token_id` (vLLM stops
     on each of them; Gemma's GGUF names only `<eos>`, while its turns end with `<end_of_turn>`)."""
-    import json
-
     path = folder / "generation_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     if all(k in config for k in spec.generation) and eos_token_ids is None:

