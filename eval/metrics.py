@@ -53,6 +53,11 @@ class QueryResult:
         return self.t_first_token - self.t_arrival
 
 
+def to_ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds rounded to 0.1, for reports (None stays None)."""
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def percentile(values: list[float], p: float) -> float | None:
     """Linear-interpolated percentile (numpy's default); None for no values."""
     if not values:

@@ -25,19 +25,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from statistics import median
 
 from tqdm import tqdm
 
-from eval.machine import engine_binding, machine_line
-from eval.metrics import percentile
-from eval.replay import BENCH_BLOCK_SIZE, LedgerTail, Nonces, hold_prefill_share, measure_floors, timed_pass
+from eval.machine import engine_binding
+from eval.metrics import percentile, to_ms
+from eval.replay import (
+    BENCH_BLOCK_SIZE,
+    LedgerTail,
+    Nonces,
+    engine_meta,
+    hold_prefill_share,
+    machine_meta,
+    measure_floors,
+    timed_pass,
+)
 from eval.report import machine_text
 from eval.systems import floor, one_shot_capacity
 from eval.texts import materialize
@@ -80,16 +88,14 @@ async def sweep(engines: Mapping[int, object], trace: Trace, load: float = 0.4, 
                 run = await timed_pass(engine, "streamrag", qps, timed, nonces, 1, LedgerTail(engine), bar)
                 passes.append(_pass_summary(round_, size, run, floor_s))
     floor_p50 = percentile(list(floor_s.values()), 50)
-    machine = {**machine_line(), "cpus": os.cpu_count(), "processes": engine_binding()}  # engines still run
+    machine = {**machine_meta(), "processes": engine_binding()}  # while the engines still run
     return {
         "meta": {"trace": trace.meta, "capacity_qps": round(capacity, 3), "load": load, "qps": qps,
                  "prefill_share": prefill_share, "time_scale": round(scale, 4), "rounds": rounds,
-                 "sizes": list(engines), "engine": {**asdict(first.config), "max_piece_tokens": None,
-                                                      "dtype": first.config.resolved_dtype,
-                                                      "busy_poll": first.config.busy_polling},
+                 "sizes": list(engines), "engine": {**engine_meta(first), "max_piece_tokens": None},
                  "machine": machine, "wall_s": round(time.perf_counter() - started, 1)},
-        "floor": {"p50_ms": _ms(floor_p50), "queries_ms": {q: _ms(s) for q, s in floor_s.items()},
-                  "full_prefill_p50_ms": _ms(percentile(list(full.values()), 50))},
+        "floor": {"p50_ms": to_ms(floor_p50), "queries_ms": {q: to_ms(s) for q, s in floor_s.items()},
+                  "full_prefill_p50_ms": to_ms(percentile(list(full.values()), 50))},
         "passes": passes,
         "sizes": {size: _size_summary([p for p in passes if p["size"] == size], floor_p50) for size in engines},
     }
@@ -102,10 +108,10 @@ def _pass_summary(round_: int, size: int, run, floor_s: dict[str, float]) -> dic
     return {"round": round_, "size": size, "finished": len(done), "queries": len(run.results),
             "leaked_blocks": run.leaked_blocks, "prefilled_vllm": run.prefilled_vllm,
             "others_cpu": round(run.cpu.others, 3),
-            "ttft_last_p50_ms": _ms(percentile(ttft, 50)) if ttft else None,
-            "ttft_last_p95_ms": _ms(percentile(ttft, 95)) if ttft else None,
-            "mean_excess_ms": _ms(sum(excess.values()) / len(excess)) if excess else None,
-            "excess_ms": {q: _ms(s) for q, s in excess.items()}}
+            "ttft_last_p50_ms": to_ms(percentile(ttft, 50)) if ttft else None,
+            "ttft_last_p95_ms": to_ms(percentile(ttft, 95)) if ttft else None,
+            "mean_excess_ms": to_ms(sum(excess.values()) / len(excess)) if excess else None,
+            "excess_ms": {q: to_ms(s) for q, s in excess.items()}}
 
 
 def _size_summary(passes: list[dict], floor_p50: float) -> dict:
@@ -114,10 +120,6 @@ def _size_summary(passes: list[dict], floor_p50: float) -> dict:
     return {"ttft_last_p50_ms": p50s, "median_p50_ms": median(p50s) if p50s else None,
             "median_p50_over_floor": round(median(p50s) / (floor_p50 * 1000), 3) if p50s else None,
             "median_mean_excess_ms": median(means) if means else None}
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def format_report(out: dict) -> str:

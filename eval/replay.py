@@ -159,9 +159,9 @@ async def replay(engines, trace: Trace, qps_levels: list[float] | None = None, s
         "load_given": load is not None, "prefill_share_given": prefill_share, "time_scale": round(time_scale, 4),
         "systems": list(systems), "max_tokens": max_tokens, "arrival_seed": seed,
         "floor_repeats": floor_repeats,
-        "engine": _engine_meta(engine),  # the baseline's (floor pass); eval/report.py, plots.py
-        "engines": {system: _engine_meta(by_system[system]) for system in systems},
-        "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "engine": engine_meta(engine),  # the baseline's (floor pass); eval/report.py, plots.py
+        "engines": {system: engine_meta(by_system[system]) for system in systems},
+        "machine": {**machine_meta(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                     "quiet_timeout_s": quiet_timeout_s, "max_others": max_others, "processes": binding},
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -281,7 +281,8 @@ def _floor_path(engine):
     return floor_warmed if isinstance(engine, StreamRAGClient) else floor
 
 
-def _engine_meta(engine) -> dict:
+def engine_meta(engine) -> dict:
+    """What a result records of the engine it ran on: its config, resolved, or the server it is."""
     if isinstance(engine, StreamRAGClient):
         return {"server": engine.base_url, "model": engine.model_name}
     config = engine.config
@@ -289,7 +290,8 @@ def _engine_meta(engine) -> dict:
             "platform": config.on, "max_piece_tokens": config.piece_tokens, "busy_poll": config.busy_polling}
 
 
-def _machine() -> dict:
+def machine_meta() -> dict:
+    """The machine line of a result, with the vLLM version and torch's threads."""
     import torch
     import vllm
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.models import prepare_if_packaged
-from eval.metrics import QueryResult, percentile
+from eval.metrics import QueryResult, percentile, to_ms
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,12 @@ def report(results: list[QueryResult], floors: dict[str, float], steps: list[dic
     ttft = [r.ttft_last_s for r in done]
     excess = sorted(done, key=lambda r: r.ttft_last_s - floors.get(r.query, 0.0), reverse=True)
     return {
-        "ttft_last_p50_ms": _ms(percentile(ttft, 50)), "ttft_last_p95_ms": _ms(percentile(ttft, 95)),
-        "floor_p50_ms": _ms(percentile(list(floors.values()), 50)),
-        "queries": [{"query": r.query, "ttft_last_ms": _ms(r.ttft_last_s), "floor_ms": _ms(floors.get(r.query)),
+        "ttft_last_p50_ms": to_ms(percentile(ttft, 50)), "ttft_last_p95_ms": to_ms(percentile(ttft, 95)),
+        "floor_p50_ms": to_ms(percentile(list(floors.values()), 50)),
+        "queries": [{"query": r.query, "ttft_last_ms": to_ms(r.ttft_last_s), "floor_ms": to_ms(floors.get(r.query)),
                      "tail_tokens": r.tail_tokens, "steps": [s.__dict__ for s in waits(r, steps)]}
                     for r in excess[:worst]],
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def format_report(out: dict) -> str:
