@@ -1,6 +1,6 @@
 """Context piece sizes compared on one trace: which `max_piece_tokens` answers soonest under load.
 
-    python -m eval.piece_sweep [--sizes 256 128 64 32] [--rounds 3] [--queries 30] [--load 0.4] [--prefill-share 0.13]
+    python -m eval.piece_sweep [--sizes 256 128 64 32] [--rounds 3] [--queries 30] [--load 0.4] [--prefill-share 0.07]
 
 A piece in flight cannot be recalled, so a smaller one holds up a tail that arrives meanwhile
 for less time; but every piece is a step with a fixed cost, so smaller ones keep the engine
@@ -50,10 +50,12 @@ from eval.report import machine_text
 from eval.systems import floor, one_shot_capacity
 from eval.texts import materialize
 from eval.trace import Trace
+from eval.workloads import PREFILL_SHARE
 
 
-async def sweep(engines: Mapping[int, object], trace: Trace, load: float = 0.4, prefill_share: float | None = 0.13,
-                rounds: int = 3, seed: int = 0, floor_repeats: int = 2, progress: bool = True) -> dict:
+async def sweep(engines: Mapping[int, object], trace: Trace, load: float = 0.4,
+                prefill_share: float | None = PREFILL_SHARE["crawler"], rounds: int = 3, seed: int = 0,
+                floor_repeats: int = 2, progress: bool = True) -> dict:
     """`engines`: piece size -> a started `StreamEngine` whose sessions send pieces of that size.
     Returns the report (see the module docstring)."""
     if not engines:
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="passes per size (3)")
     p.add_argument("--queries", type=int, default=30)
     p.add_argument("--load", type=float, default=0.4, help="fraction of the measured one-shot capacity")
-    p.add_argument("--prefill-share", type=float, default=0.13)
+    p.add_argument("--prefill-share", type=float, default=PREFILL_SHARE["crawler"],
+                   help="share of retrieval time whole-prompt prefill takes (the bench's default for crawler)")
     p.add_argument("--model", default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/piece-sweep"))

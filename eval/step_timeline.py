@@ -1,6 +1,6 @@
 """What the engine computed between each query's last event and its first token.
 
-    python -m eval.step_timeline [--queries 30] [--load 0.4] [--prefill-share 0.13] [--serial-finals off] [--worst 8]
+    python -m eval.step_timeline [--queries 30] [--load 0.4] [--prefill-share 0.07] [--serial-finals off] [--worst 8]
 
 Replays the crawler trace for streamrag alone, as `streamrag bench` does (same trace, the load
 set from the measured one-shot capacity, the prefill share held), on an engine that records its
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from engine.models import prepare_if_packaged
 from eval.metrics import QueryResult, percentile, to_ms
+from eval.workloads import PREFILL_SHARE
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.step_timeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--queries", type=int, default=30)
     p.add_argument("--load", type=float, default=0.4, help="fraction of the measured one-shot capacity")
-    p.add_argument("--prefill-share", type=float, default=0.13)
+    p.add_argument("--prefill-share", type=float, default=PREFILL_SHARE["crawler"],
+                   help="share of retrieval time whole-prompt prefill takes (the bench's default for crawler)")
     p.add_argument("--policy", default="fcfs")
     p.add_argument("--serial-finals", choices=["default", "on", "off"], default="default")
     p.add_argument("--model", default="default")

@@ -49,6 +49,13 @@ PAPER = {
 }
 
 
+# The share of a query's retrieval time that prefilling its whole prompt takes, which each
+# workload's default scaling was made for. Another machine prefills faster or slower in the same
+# retrieval time, and streaming hides prefill in the gaps between chunks, so a replay means the
+# same on any machine only at one share: `streamrag bench` holds this one unless told otherwise.
+PREFILL_SHARE = {"crawler": 0.07, "anns": 0.25}
+
+
 @dataclass(frozen=True)
 class Scaling:
     """How a paper-sized query shrinks to this machine (see the module docstring)."""
@@ -59,9 +66,9 @@ class Scaling:
 
     @classmethod
     def default(cls, workload: str) -> Scaling:
-        # Tokens /16, times unchanged. On 2 cores with SmolLM2-135M, prefilling a median
-        # prompt then takes ~0.7 s: ~7% of a crawler query's ~9.3 s of retrieval and ~25% of an
-        # ANNS query's ~3.5 s, inside the paper's 5-30%; its sub-second gaps stay as they were.
+        # Tokens /16, times unchanged. On the 2-core machine the traces were made on, prefilling
+        # a median prompt with SmolLM2-135M took ~0.7 s: ~7% of a crawler query's ~9.3 s of
+        # retrieval and ~25% of an ANNS query's ~3.5 s (PREFILL_SHARE), inside the paper's 5-30%.
         return cls(16, 1.0)
 
 

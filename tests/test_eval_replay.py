@@ -7,16 +7,19 @@ replay runs streamrag on a second engine with its own scheduling policy.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
+from app.cli import main as cli_main
+from app.commands.bench import held_share, register
 from eval.plots import plot_report
 from eval.replay import replay
 from eval.report import build_report, format_table, machine_text, write_report
 from eval.systems import SYSTEMS
 from eval.trace import read_trace, write_trace
-from eval.workloads import Scaling, describe, generate
+from eval.workloads import PREFILL_SHARE, Scaling, describe, generate
 
 # Prompts of a few hundred tokens and retrieval of a fraction of a second: seconds per pass.
 TINY = Scaling(size_factor=48, time_factor=0.04, max_context_tokens=600)
@@ -129,6 +132,31 @@ async def test_replay_rejects_an_incomplete_mapping(engine):
         await replay(engine, trace, qps_levels=[8.0], load=[0.5], progress=False)
     with pytest.raises(ValueError, match="exactly one"):
         await replay(engine, trace, progress=False)
+
+
+@pytest.mark.parametrize("argv, share", [
+    (["--workload", "crawler", "--quick"], PREFILL_SHARE["crawler"]),
+    (["--workload", "anns", "--load", "0.2", "0.6"], PREFILL_SHARE["anns"]),
+    (["--workload", "crawler", "--quick", "--prefill-share", "0.2"], 0.2),
+    (["--workload", "crawler", "--quick", "--trace-times"], None),
+    (["--workload", "crawler", "--qps", "0.5"], None),  # an exact replay keeps the trace's times
+    (["--workload", "crawler", "--trace", "mine.jsonl"], None),
+    (["--workload", "crawler", "--qps", "0.5", "--prefill-share", "0.1"], 0.1),
+])
+def test_the_bench_holds_the_workloads_prefill_share_unless_told_otherwise(argv, share):
+    """So that `streamrag bench --workload crawler --quick` means the same on a fast machine and a
+    slow one: its trace's times follow the machine's prefill speed (eval/workloads.py)."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert held_share(parser.parse_args(["bench", *argv])) == share
+
+
+def test_a_held_share_and_the_trace_times_are_refused_together(capsys):
+    argv = ["bench", "--workload", "crawler", "--server", "http://127.0.0.1:9", "--prefill-share", "0.1",
+            "--trace-times"]
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert "--prefill-share" in error and "--trace-times" in error
 
 
 def test_generated_trace_has_the_papers_shape():

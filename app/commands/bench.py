@@ -18,9 +18,12 @@ The table and the JSON's meta["engines"] record each system's policy.
 Load levels are fractions of the machine's measured capacity (`--load`, default 20/40/60/80%):
 the floor pass times every query's whole prompt on the idle engine, capacity is the one-shot
 throughput that implies, and each level's QPS is its fraction of it, so that a level loads any
-machine alike. `--qps` gives exact arrival rates instead. `--prefill-share` also scales the
-trace's times so that whole-prompt prefill takes that share of retrieval time on this machine
-(streaming hides prefill in the gaps between chunks, so two machines compare at one share). The engines run one after the other
+machine alike. `--qps` gives exact arrival rates instead. A generated trace at fractions of
+capacity also has its times scaled so that whole-prompt prefill takes the workload's share of
+retrieval time on this machine (eval/workloads.py PREFILL_SHARE: crawler 7%, ANNS 25%), since
+streaming hides prefill in the gaps between chunks and a slower machine has more to hide in the
+same gaps; `--prefill-share S` holds another share, `--trace-times` (the default with `--qps` or
+`--trace`) keeps the trace's own times. The engines run one after the other
 (only one is busy at a time), each on `--engine-cores` (default: vLLM's own binding).
 
 Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
@@ -67,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="exact Poisson arrival rates instead of --load")
     p.add_argument("--prefill-share", type=float, metavar="S",
                    help="scale the trace's times so that whole-prompt prefill takes this share of retrieval time "
-                        "(per-query median, measured in the floor pass): two machines compared at one share")
+                        "(per-query median, measured in the floor pass): two machines compared at one share "
+                        "(default: the workload's, crawler 0.07 and anns 0.25, for a generated trace at --load)")
+    p.add_argument("--trace-times", action="store_true",
+                   help="keep the trace's own times, whatever share of them prefill takes on this machine "
+                        "(the default with --qps or --trace)")
     p.add_argument("--engine-cores", metavar="CORES",
                    help='CPU cores each in-process engine computes on, e.g. "0" or "0-1" (default: vLLM\'s binding)')
     p.add_argument("--busy-poll", action="store_true", default=None,
@@ -139,6 +146,19 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_bench(args))
 
 
+def held_share(args: argparse.Namespace) -> float | None:
+    """The prefill share the replay holds, or None for the trace's own times: `--prefill-share`
+    if given; else the workload's own for a generated trace at fractions of capacity; an exact
+    replay (`--qps`, `--trace`) keeps its times."""
+    from eval.workloads import PREFILL_SHARE
+
+    if args.trace_times:
+        return None
+    if args.prefill_share is not None:
+        return args.prefill_share
+    return None if args.qps or args.trace else PREFILL_SHARE[args.workload]
+
+
 def _prepare_model(args: argparse.Namespace) -> bool:
     """A packaged model the bench will serve, converted from its installed package if it is not
     yet (what `make serve` does first; never a download). False, with the reason, if it cannot be."""
@@ -193,6 +213,10 @@ async def _bench(args: argparse.Namespace) -> int:
     if args.prefill_share is not None and not 0 < args.prefill_share < 1:
         print(f"streamrag bench: error: --prefill-share: {args.prefill_share} must be in (0, 1)", file=sys.stderr)
         return 2
+    if args.prefill_share is not None and args.trace_times:
+        print("streamrag bench: error: --prefill-share and --trace-times: give one (a share held, or the "
+              "trace's own times)", file=sys.stderr)
+        return 2
     queries = QUICK_QUERIES if args.quick and args.queries == 30 else args.queries
     load = None if args.qps else (args.load or (QUICK_LOAD if args.quick else DEFAULT_LOAD))
     if args.trace:
@@ -243,7 +267,7 @@ async def _bench(args: argparse.Namespace) -> int:
         result = await replay(engines, trace, args.qps, systems, load=load,
                               max_tokens=args.max_tokens or 1, seed=args.seed, progress=not args.no_progress,
                               quiet_timeout_s=args.wait_quiet, max_others=args.max_others,
-                              attempts=args.attempts, prefill_share=args.prefill_share)
+                              attempts=args.attempts, prefill_share=held_share(args))
     report = build_report(result)
     report["meta"]["command"] = "streamrag bench " + " ".join(sys.argv[2:])
     print(format_table(report))
