@@ -141,6 +141,7 @@ async def test_replay_rejects_an_incomplete_mapping(engine):
     (["--workload", "crawler", "--quick", "--trace-times"], None),
     (["--workload", "crawler", "--qps", "0.5"], None),  # an exact replay keeps the trace's times
     (["--workload", "crawler", "--trace", "mine.jsonl"], None),
+    (["--workload", "crawler", "--quick", "--time-factor", "2"], None),  # times the user chose
     (["--workload", "crawler", "--qps", "0.5", "--prefill-share", "0.1"], 0.1),
 ])
 def test_the_bench_holds_the_workloads_prefill_share_unless_told_otherwise(argv, share):

@@ -22,8 +22,8 @@ machine alike. `--qps` gives exact arrival rates instead. A generated trace at f
 capacity also has its times scaled so that whole-prompt prefill takes the workload's share of
 retrieval time on this machine (eval/workloads.py PREFILL_SHARE: crawler 7%, ANNS 25%), since
 streaming hides prefill in the gaps between chunks and a slower machine has more to hide in the
-same gaps; `--prefill-share S` holds another share, `--trace-times` (the default with `--qps` or
-`--trace`) keeps the trace's own times. The engines run one after the other
+same gaps; `--prefill-share S` holds another share, `--trace-times` (the default with `--qps`,
+`--trace` or `--time-factor`) keeps the trace's own times. The engines run one after the other
 (only one is busy at a time), each on `--engine-cores` (default: vLLM's own binding).
 
 Prints the table, writes <out>/<workload>.json, <out>/<workload>-trace.jsonl and the PNG
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the workload's, crawler 0.07 and anns 0.25, for a generated trace at --load)")
     p.add_argument("--trace-times", action="store_true",
                    help="keep the trace's own times, whatever share of them prefill takes on this machine "
-                        "(the default with --qps or --trace)")
+                        "(the default with --qps, --trace or --time-factor)")
     p.add_argument("--engine-cores", metavar="CORES",
                    help='CPU cores each in-process engine computes on, e.g. "0" or "0-1" (default: vLLM\'s binding)')
     p.add_argument("--busy-poll", action="store_true", default=None,
@@ -149,14 +149,14 @@ def run(args: argparse.Namespace) -> int:
 def held_share(args: argparse.Namespace) -> float | None:
     """The prefill share the replay holds, or None for the trace's own times: `--prefill-share`
     if given; else the workload's own for a generated trace at fractions of capacity; an exact
-    replay (`--qps`, `--trace`) keeps its times."""
+    replay (`--qps`, `--trace`) or a trace given its own `--time-factor` keeps its times."""
     from eval.workloads import PREFILL_SHARE
 
     if args.trace_times:
         return None
     if args.prefill_share is not None:
         return args.prefill_share
-    return None if args.qps or args.trace else PREFILL_SHARE[args.workload]
+    return None if args.qps or args.trace or args.time_factor else PREFILL_SHARE[args.workload]
 
 
 def _prepare_model(args: argparse.Namespace) -> bool:
