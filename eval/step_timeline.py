@@ -45,7 +45,7 @@ def waits(result: QueryResult, steps: list[dict], lead_s: float = 0.3) -> list[S
             continue
         mine = sum(n for rid, n in step["scheduled"].items() if rid.startswith(own))
         others = {rid: n for rid, n in step["scheduled"].items() if not rid.startswith(own)}
-        seen.append(StepSeen(round((step["t"] - result.t_last_event) * 1000, 1), mine, others,
+        seen.append(StepSeen(to_ms(step["t"] - result.t_last_event), mine, others,
                              tuple(rid for rid in step.get("complete", []) if rid in others)))
     return seen
 
